@@ -1,0 +1,1 @@
+"""Runtime profiles (YAML data): strategy, precision, global batch, steps per loop."""
