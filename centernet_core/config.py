@@ -197,6 +197,11 @@ def _coerce(key: str, value: Any, t) -> Any:
     elif t is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif t is str:
         if isinstance(value, str):
             return value

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from centernet_core import config as config_lib
-from centernet_cli.common import ConfigOpt, ExperimentOpt, ProfileOpt, SetOpt, console, resolve_config
+from centernet_cli.common import ConfigOpt, ExperimentOpt, ProfileOpt, SetOpt, resolve_config
 
 
 def config(
@@ -24,10 +24,10 @@ def config(
     """
     if list_:
         for name in config_lib.experiment_names():
-            console.print(name, highlight=False)
+            typer.echo(name)
         return
     cfg = resolve_config(experiment, config_file, profile, set_)
     if as_json:
         print(json.dumps(config_lib.to_dict(cfg), indent=2))
     else:
-        console.print(config_lib.dump_yaml(cfg).rstrip(), highlight=False, markup=False)
+        typer.echo(config_lib.dump_yaml(cfg).rstrip())

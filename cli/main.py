@@ -4,10 +4,11 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.text import Text
 
 from centernet_core import __version__
 from centernet_core.errors import CenterNetError
-from centernet_cli import config_cmd, profiles
+from centernet_core.tf_runtime import INSTALL_HINT
 from centernet_cli.common import err_console
 
 app = typer.Typer(
@@ -35,19 +36,35 @@ def _root(
     _state["debug"] = debug
 
 
-app.add_typer(profiles.app, name="profiles")
-app.command("config")(config_cmd.config)
+def _register_commands() -> None:
+    """Import and add the subcommands. Called inside main()'s error handling, so a missing
+    TensorFlow becomes one line instead of an ImportError traceback."""
+    from centernet_cli import config_cmd, profiles
+
+    app.add_typer(profiles.app, name="profiles")
+    app.command("config")(config_cmd.config)
+
+
+def _error(message: str) -> None:
+    """One line on stderr; the message is printed verbatim (no rich markup)."""
+    err_console.print(Text("error: ", style="bold red") + Text(" ".join(message.split())), soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in argv
     try:
+        _register_commands()
         app(args=argv, standalone_mode=False)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").split(".")[0] in ("tensorflow", "keras") or _state["debug"]:
+            raise
+        _error(INSTALL_HINT)
+        sys.exit(2)
     except CenterNetError as e:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _error(str(e))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
@@ -63,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(e.exit_code)
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)",
-                          highlight=False, soft_wrap=True)
+        _error(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         sys.exit(1)
 
 

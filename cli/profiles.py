@@ -16,8 +16,9 @@ app = typer.Typer(help="Runtime profiles: strategy, precision, global batch, ste
 def list_profiles():
     """List the profiles.  Example: centernet profiles list"""
     table = Table(title="runtime profiles")
-    for col in ("name", "strategy", "precision", "global batch", "steps/loop", "description"):
-        table.add_column(col)
+    for col in ("name", "strategy", "precision", "global batch", "steps/loop"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", ratio=1)
     for name in config_lib.profile_names():
         p = config_lib.load_profile_yaml(name)
         r = config_lib.from_dict({"runtime": p.get("runtime") or {}}).runtime
@@ -31,4 +32,4 @@ def show(name: str = typer.Argument(..., help="Profile name, e.g. tpu-v3-8")):
     """Print one profile as YAML.  Example: centernet profiles show tpu-v3-8"""
     p = config_lib.load_profile_yaml(name)
     config_lib.from_dict({"runtime": p.get("runtime") or {}})  # type-check what it says
-    console.print(yaml.safe_dump(p, sort_keys=False, width=1000).rstrip(), highlight=False, markup=False)
+    typer.echo(yaml.safe_dump(p, sort_keys=False, width=1000).rstrip())
