@@ -182,6 +182,8 @@ def _coerce(key: str, value: Any, t) -> Any:
         inner = typing.get_args(t)[0]
         if isinstance(value, str):
             value = [yaml.safe_load(p) for p in value.split(",") if p.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # --set eval.scales=1.0 means one scale
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list of {_TYPE_NAMES[inner][2:] if inner is not int else 'integers'}"
                               f", got {value!r} (e.g. --set {key}=1,2)")

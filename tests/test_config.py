@@ -48,10 +48,10 @@ def test_scaling_is_idempotent_and_can_be_disabled():
 
 
 def test_overrides_are_typed():
-    cfg = C.resolve("shapes-tiny", overrides=["train.steps=7", "train.warmup_steps=2", "eval.flip=true", "data.crop_scales=0.5,1.5",
+    cfg = C.resolve("shapes-tiny", overrides=["train.steps=7", "train.warmup_steps=2", "eval.flip=true", "data.crop_scales=0.5,1.5", "eval.scales=2",
                                               "train.learning_rate=1e-3", "model.backbone_weights=007"])
     assert cfg.train.steps == 7 and cfg.eval.flip is True
-    assert cfg.data.crop_scales == (0.5, 1.5)
+    assert cfg.data.crop_scales == (0.5, 1.5) and cfg.eval.scales == (2.0,)
     assert cfg.train.learning_rate == 1e-3 and isinstance(cfg.train.learning_rate, float)
     assert cfg.model.backbone_weights == "007"  # strings stay verbatim
 

@@ -1,0 +1,98 @@
+"""The dataset metadata file ``PREFIX.meta.json`` written last by ``centernet prepare coco``.
+
+Contents (a JSON object):
+
+- ``format``: ``"centernet-tfrecord/1"``.
+- ``images``, ``boxes``: how many images and boxes (crowd included) the shards hold;
+  ``counts``: the finer counts of the conversion (crowd, clipped, dropped, negatives,
+  re-encoded, size mismatches, skipped images).
+- ``shards``: shard file names, relative to the metadata file's directory.
+- ``categories``: ``[{"index": 0, "id": <COCO id>, "name": ...}, ...]`` ordered by
+  contiguous training index; ``index`` is ``image/object/class/label`` in the records.
+- ``source``: the COCO json and image directory the shards came from.
+
+Its presence means the shards are complete: the writer renames shards into place first
+and writes this file atomically after them.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from centernet_core import storage
+from centernet_core.errors import DataError
+
+FORMAT = "centernet-tfrecord/1"
+SUFFIX = ".meta.json"
+_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.tfrecord$")
+
+
+def shard_name(prefix: str, index: int, count: int) -> str:
+    """``PREFIX-00003-of-00008.tfrecord``."""
+    return f"{prefix}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def shard_pattern(prefix: str) -> str:
+    """The glob pattern matching every shard of ``prefix``."""
+    return f"{prefix}-*-of-*.tfrecord"
+
+
+def prefix_of(pattern_or_prefix: str) -> str:
+    """The dataset prefix of a prefix, a shard file, a shard glob or a metadata path.
+
+    ``data/train``, ``data/train-*.tfrecord``, ``data/train-00000-of-00004.tfrecord``
+    and ``data/train.meta.json`` all give ``data/train``.
+    """
+    p = pattern_or_prefix
+    if p.endswith(SUFFIX):
+        return p[: -len(SUFFIX)]
+    m = _SHARD.search(p)
+    if m:
+        return p[: m.start()]
+    glob_at = min((p.index(c) for c in "*?[" if c in p), default=-1)
+    if glob_at >= 0:
+        return p[:glob_at].rstrip("-_.")
+    return p[: -len(".tfrecord")] if p.endswith(".tfrecord") else p
+
+
+def metadata_path(pattern_or_prefix: str) -> str:
+    return prefix_of(pattern_or_prefix) + SUFFIX
+
+
+def write_metadata(prefix: str, meta: dict) -> str:
+    """Write ``meta`` (plus ``format``) to ``PREFIX.meta.json`` atomically; return its path."""
+    path = prefix + SUFFIX
+    storage.write_text_atomic(path, json.dumps({"format": FORMAT, **meta}, indent=1, ensure_ascii=False))
+    return path
+
+
+def load_metadata(pattern_or_prefix: str) -> dict:
+    """Read the metadata of a dataset given its prefix, a shard, a shard glob or the file.
+
+    Returns the dict described in the module docstring, with ``shards`` turned into full
+    paths. Raises DataError when the file is missing (the dataset is absent or was never
+    finished) or is not a metadata file.
+    """
+    path = metadata_path(pattern_or_prefix)
+    if not storage.exists(path):
+        raise DataError(f"no dataset metadata at {path} (from {pattern_or_prefix!r}); write the dataset with "
+                        "`centernet prepare coco --output PREFIX` (or `prepare shapes`) and pass its shard pattern")
+    try:
+        meta = json.loads(storage.read_text(path))
+    except ValueError as e:
+        raise DataError(f"{path} is not valid JSON ({e}); re-run `centernet prepare`") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "categories" not in meta:
+        raise DataError(f"{path} is not a centernet dataset metadata file (format {FORMAT}); re-run `centernet prepare`")
+    parent = storage.dirname(path)
+    meta["shards"] = [storage.join(parent, s) if parent else s for s in meta.get("shards", [])]
+    return meta
+
+
+def category_names(meta: dict) -> list[str]:
+    """Names ordered by contiguous training index."""
+    return [c["name"] for c in sorted(meta["categories"], key=lambda c: c["index"])]
+
+
+def index_to_coco_id(meta: dict) -> dict[int, int]:
+    """Contiguous training index -> original COCO category id."""
+    return {int(c["index"]): int(c["id"]) for c in meta["categories"]}

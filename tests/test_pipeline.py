@@ -1,0 +1,143 @@
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from centernet_core import boxes as box_lib
+from centernet_core import config as config_lib
+from centernet_core.data import augment
+from centernet_core.data.pipeline import build_dataset
+from centernet_core.data.shapes import make_shapes_dataset
+from test_targets import decode_peaks
+
+
+def _cfg(*overrides):
+    return config_lib.resolve("shapes-tiny", None, None, ["data.deterministic=true", *overrides])
+
+
+def _first(ds):
+    f, t = next(iter(ds))
+    return {k: v.numpy() for k, v in f.items()}, {k: v.numpy() for k, v in t.items()}
+
+
+def test_train_batch_contract_and_determinism(shapes_dataset):
+    cfg = _cfg()
+    pattern = os.path.join(shapes_dataset, "train-*.tfrecord")
+    f, t = _first(build_dataset(pattern, cfg, True, batch_size=4))
+    assert f["image"].shape == (4, 128, 128, 3) and f["image"].dtype == np.float32
+    assert t["heatmap"].shape == (4, 32, 32, 3) and t["size"].shape == (4, 32, 2)
+    assert t["indices"].dtype == np.int32 and t["mask"].shape == (4, 32)
+    assert f["skipped_records"].tolist() == [0, 0, 0, 0] and f["dropped_objects"].tolist() == [0, 0, 0, 0]
+    for b in range(4):  # every training row is a heatmap peak of value 1, padded rows index 0
+        rows = t["mask"][b] > 0
+        assert rows.sum() >= 1
+        peaks = t["heatmap"][b].reshape(-1, 3).max(-1)[t["indices"][b][rows]]
+        np.testing.assert_allclose(peaks, 1.0)
+        assert (t["indices"][b][~rows] == 0).all()
+    f2, t2 = _first(build_dataset(pattern, cfg, True, batch_size=4))
+    np.testing.assert_array_equal(f["image"], f2["image"])
+    np.testing.assert_array_equal(t["heatmap"], t2["heatmap"])
+
+
+def test_config_fields_change_behaviour(shapes_dataset):
+    pattern = os.path.join(shapes_dataset, "train-*.tfrecord")
+    plain = ["data.crop_scales=[1.0]", "data.random_flip=false", "data.color_jitter=false", "data.shuffle_buffer=1"]
+    cfg = _cfg(*plain)
+    # square images, one crop scale of 1.0, no flip or jitter: training sees the eval image
+    ft, tt = _first(build_dataset(pattern, cfg, True, batch_size=2))
+    fe, te = _first(build_dataset(pattern, cfg, False, batch_size=24))
+    for k in range(2):  # each training image equals the eval image of the same record
+        match = [n for n in range(24) if np.allclose(ft["image"][k], fe["image"][n], atol=1e-4)]
+        assert len(match) == 1
+        np.testing.assert_allclose(tt["heatmap"][k], te["heatmap"][match[0]], atol=1e-6)
+    base = _first(build_dataset(pattern, cfg, True, batch_size=8))[0]["image"]
+    for change in ("data.random_flip=true", "data.color_jitter=true", "data.crop_scales=0.6,1.3"):
+        changed = _first(build_dataset(pattern, _cfg(*plain, change), True, batch_size=8))[0]["image"]
+        assert not np.allclose(changed, base), change
+    f, t = _first(build_dataset(pattern, _cfg(*plain, "data.max_objects=1"), False, batch_size=24))
+    per_image = _objects_per_image(shapes_dataset, "train")
+    want = {sid: len(per_image[sid]) - 1 for sid in per_image}
+    assert dict(zip(f["source_id"].tolist(), f["dropped_objects"].tolist())) == want
+    assert t["mask"].shape == (24, 1) and (f["gt_count"] == 1).all()
+
+
+def _objects_per_image(root, split):
+    data = json.load(open(os.path.join(root, f"instances_{split}.json")))
+    out = {im["id"]: [] for im in data["images"]}
+    for a in data["annotations"]:
+        out[a["image_id"]].append(a)
+    return out
+
+
+def test_coco_json_through_encode_decode_back_to_coco_json(tmp_path):
+    """STYLE rule 3: json boxes -> records -> eval pipeline targets -> decode -> json boxes."""
+    root = str(tmp_path / "wide")
+    make_shapes_dataset(root, train=1, val=6, size="100x72", seed=3)
+    cfg = _cfg("model.input_size=96")
+    f, t = _first(build_dataset(os.path.join(root, "val-*.tfrecord"), cfg, False, batch_size=6))
+    truth = _objects_per_image(root, "val")
+    for b, sid in enumerate(f["source_id"]):
+        scale = f["scale"][b]
+        np.testing.assert_allclose(scale, 96 / 100)
+        np.testing.assert_allclose(f["original_hw"][b], [72, 100])
+        assert (f["image"][b, 70:] == 0).all()  # padding at the bottom (72 * 0.96 = 69.1)
+        boxes_input, classes = decode_peaks(t["heatmap"][b], t["size"][b], t["offset"][b], t["indices"][b],
+                                            t["mask"][b])
+        boxes_xywh_coco = box_lib.convert(boxes_input / scale, "yxyx_abs", "xywh_coco")
+        want = sorted(truth[sid], key=lambda a: (a["bbox"][1], a["bbox"][0]))
+        got = sorted(zip(boxes_xywh_coco.tolist(), classes), key=lambda g: (g[0][1], g[0][0]))
+        assert len(got) == len(want)
+        for (g_box, g_cls), w in zip(got, want):
+            np.testing.assert_allclose(g_box, w["bbox"], atol=1.0 / scale)  # within 1 input pixel
+            assert g_cls + 1 == w["category_id"]
+        gt = f["gt_boxes_yxyx_abs"][b][: f["gt_count"][b]]
+        assert len(gt) == len(want)
+
+
+def test_bad_records_are_skipped_and_counted(tmp_path, shapes_dataset):
+    good = list(tf.data.TFRecordDataset(os.path.join(shapes_dataset, "val-00000-of-00001.tfrecord")).take(3))
+    ex = tf.train.Example.FromString(good[0].numpy())
+    not_image, garbage_jpeg = tf.train.Example(), tf.train.Example()
+    not_image.CopyFrom(ex)
+    not_image.features.feature["image/encoded"].bytes_list.value[:] = [b"plain text"]
+    garbage_jpeg.CopyFrom(ex)
+    garbage_jpeg.features.feature["image/encoded"].bytes_list.value[:] = [b"\xff\xd8\xff" + b"\x00" * 50]
+    path = str(tmp_path / "mixed-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(path) as w:
+        for r in (good[0].numpy(), not_image.SerializeToString(), good[1].numpy(),
+                  garbage_jpeg.SerializeToString(), good[2].numpy()):
+            w.write(r)
+    f, _ = _first(build_dataset(path, _cfg(), False, batch_size=8))
+    assert f["image"].shape[0] == 3  # two bad records dropped, no crash
+    assert f["skipped_records"].tolist() == [0, 1, 1]  # the bad-format record is counted
+
+
+def test_input_context_shards_records(shapes_dataset):
+    pattern = os.path.join(shapes_dataset, "val-*.tfrecord")
+    seen = []
+    for pid in range(2):
+        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid, num_replicas_in_sync=2)
+        ds = build_dataset(pattern, _cfg("runtime.global_batch_size=8"), False, input_context=ctx)
+        seen.append(sorted(int(s) for f, _ in ds for s in f["source_id"].numpy()))
+    assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(1, 9))
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0, num_replicas_in_sync=2)
+    train = build_dataset(os.path.join(shapes_dataset, "train-*.tfrecord"), _cfg("runtime.global_batch_size=8"),
+                          True, input_context=ctx)
+    assert _first(train)[0]["image"].shape[0] == 4  # per-replica share of the global batch
+
+
+def test_resample_identity_and_box_mapping():
+    image = tf.constant(np.arange(1, 2 * 3 * 3 + 1, dtype=np.float32).reshape(2, 3, 3))
+    out = augment.resample(image, tf.constant(0.0), tf.constant(0.0), tf.constant(1.0), 4).numpy()
+    np.testing.assert_allclose(out[:2, :3], image.numpy())
+    assert (out[2:] == 0).all() and (out[:, 3] == 0).all()  # padding at the bottom / right
+    half = augment.resample(image, tf.constant(0.0), tf.constant(1.0), tf.constant(2.0), 4).numpy()
+    # channel 0 is 1 + 3 * (3 y + x), linear, so bilinear samples are exact: output (1, 1) and
+    # (1, 2) sample source (y, x) = ((1.5) / 2 - 0.5, (1.5) / 2 - 0.5 + 1) = (0.25, 1.25), (0.25, 1.75)
+    np.testing.assert_allclose(half[1, 1:3, 0], [1 + 3 * (0.75 + 1.25), 1 + 3 * (0.75 + 1.75)], rtol=1e-6)
+    b = augment.transform_boxes(tf.constant([[10.0, 20.0, 30.0, 60.0]]), tf.constant(5.0), tf.constant(10.0),
+                                tf.constant(0.5), 64)
+    np.testing.assert_allclose(b.numpy(), [[2.5, 5.0, 12.5, 25.0]])
+    _, flipped = augment.flip_left_right(tf.zeros([64, 64, 3]), b, 64)
+    np.testing.assert_allclose(flipped.numpy(), [[2.5, 39.0, 12.5, 59.0]])
