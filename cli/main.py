@@ -39,11 +39,12 @@ def _root(
 def _register_commands() -> None:
     """Import and add the subcommands. Called inside main()'s error handling, so a missing
     TensorFlow becomes one line instead of an ImportError traceback."""
-    from centernet_cli import config_cmd, prepare, profiles
+    from centernet_cli import config_cmd, info, prepare, profiles
 
     app.add_typer(profiles.app, name="profiles")
     app.command("config")(config_cmd.config)
     app.add_typer(prepare.app, name="prepare")
+    app.command("info")(info.info)
 
 
 def _error(message: str) -> None:

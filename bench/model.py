@@ -1,0 +1,126 @@
+"""Model benchmark: Hourglass-104 forward + decode against Model Garden, bf16, every backbone.
+
+Run:  /tmp/v/bin/python bench/model.py [--size 512] [--repeats 5] [--skip-anchor]
+
+In one run (so the ratios share the machine's state):
+1. Model Garden's CenterNet HG-104 (the anchor script, run as a subprocess in its own venv):
+   forward + its detection generator at batch 1, float32.
+2. This toolkit's HG-104 (80 classes, as the anchor): forward (last stack, the one decoded),
+   decode alone, forward + decode, float32; and forward + decode under mixed_bfloat16.
+3. Every registered backbone: params, FLOPs and forward + decode latency at the same size.
+Prints one JSON object per line and a Markdown table at the end; goals are checked, not assumed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from centernet_core import config as config_lib
+from centernet_core.decode import decode
+from centernet_core.model import build_model, count_params, describe_model
+
+ANCHOR = ["/tmp/anchor-venv/bin/python", "/work/shared/anchors/anchor_modelgarden.py"]
+ANCHOR_ENV = {"PYTHONPATH": "/tmp/anchor-venv/mg"}
+EXPERIMENTS = {"hourglass104": "hourglass104-coco", "hourglass52": "hourglass104-coco", "resnet18": "resnet18-coco",
+               "resnet50": "resnet50-coco", "dla34": "dla34-coco", "mobilenetv2": "mobilenetv2-coco"}
+
+
+def timed(fn, *args, repeats: int = 5, warmup: int = 2) -> float:
+    """Median wall time of ``fn(*args)`` including fetching every output to numpy."""
+    for _ in range(warmup):
+        tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def run_anchor(size: int) -> dict:
+    r = subprocess.run(ANCHOR + [str(size)], capture_output=True, text=True, env={**os.environ, **ANCHOR_ENV},
+                       timeout=3600)
+    if r.returncode != 0:
+        raise RuntimeError(f"anchor failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def measure(backbone: str, size: int, repeats: int, precision: str = "float32", parts: bool = False) -> dict:
+    """Latency (s) of forward + decode at batch 1; with ``parts`` also forward and decode alone."""
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        cfg = config_lib.resolve(EXPERIMENTS[backbone], overrides=[f"model.backbone={backbone}",
+                                                                    f"model.input_size={size}"])
+        model = build_model(cfg)
+        x = tf.random.stateless_uniform((1, size, size, 3), seed=(0, 1))
+
+        @tf.function
+        def forward(images):
+            return model(images, training=False)[-1]
+
+        @tf.function
+        def infer(images):
+            out = model(images, training=False)[-1]
+            return decode(out["heatmap"], out["size"], out["offset"], max_detections=100)
+
+        result = {"backbone": backbone, "precision": precision, "size": size,
+                  "infer_b1_s": timed(infer, x, repeats=repeats)}
+        if parts:
+            maps = forward(x)
+            decode_fn = tf.function(lambda m: decode(m["heatmap"], m["size"], m["offset"], max_detections=100))
+            result["forward_b1_s"] = timed(forward, x, repeats=repeats)
+            result["decode_b1_s"] = timed(decode_fn, maps, repeats=max(repeats, 10))
+        if precision == "float32":
+            info = describe_model(model, size)
+            result.update(params=count_params(model)["total"], gflops=round(info["flops"] / 1e9, 1))
+        return result
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-anchor", action="store_true")
+    args = parser.parse_args(argv)
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "tf": tf.__version__,
+               "keras": keras.__version__}
+    print(json.dumps({"machine": machine}), flush=True)
+    # The anchor runs before and after our HG-104 figures (the machine may be shared): the
+    # comparison uses the faster of the two anchor runs, and every line records the load.
+    anchors = [] if args.skip_anchor else [run_anchor(args.size)]
+    print(json.dumps({"anchor": anchors[-1] if anchors else None, "load": os.getloadavg()}), flush=True)
+    hg = measure("hourglass104", args.size, args.repeats, parts=True)
+    print(json.dumps({**hg, "load": os.getloadavg()}), flush=True)
+    bf16 = measure("hourglass104", args.size, args.repeats, precision="mixed_bfloat16")
+    print(json.dumps({**bf16, "load": os.getloadavg()}), flush=True)
+    if anchors:
+        anchors.append(run_anchor(args.size))
+        print(json.dumps({"anchor": anchors[-1], "load": os.getloadavg()}), flush=True)
+    anchor = min(anchors, key=lambda a: a["infer_b1_s"]) if anchors else None
+    rows = [hg] + [measure(name, args.size, args.repeats) for name in EXPERIMENTS if name != "hourglass104"]
+    summary = {"decode_over_forward": hg["decode_b1_s"] / hg["forward_b1_s"],
+               "bf16_over_float32": bf16["infer_b1_s"] / hg["infer_b1_s"]}
+    if anchor:
+        summary["ours_over_model_garden"] = hg["infer_b1_s"] / anchor["infer_b1_s"]
+    goals = {"ours_over_model_garden": 0.9, "decode_over_forward": 0.02, "bf16_over_float32": 0.75}
+    summary["goals_met"] = {k: summary[k] <= v for k, v in goals.items() if k in summary}
+    print(json.dumps({"summary": summary}), flush=True)
+    print(f"\n| backbone | params | GFLOPs | forward + decode, b1 {args.size}px, float32 |\n|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['backbone']} | {r['params']:,} | {r['gflops']} | {r['infer_b1_s'] * 1000:.0f} ms |")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

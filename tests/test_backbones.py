@@ -1,0 +1,124 @@
+"""Backbone registry, shared layers, every backbone's outputs, and Hourglass-104's exact size."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from centernet_core import config as config_lib
+from centernet_core.backbones import backbone_names, build_backbone, get_backbone_spec, register_backbone
+from centernet_core.errors import ConfigError
+from centernet_core.layers import ConvBN
+
+# name -> (kwargs, two input sizes, feature channels, stacks)
+CASES = {
+    "hourglass104": ({}, (128, 256), 256, 2),
+    "hourglass52": ({}, (128, 256), 256, 1),
+    "resnet18": ({"width": 0.25}, (64, 96), 16, 1),
+    "resnet50": ({}, (64, 96), 64, 1),
+    "dla34": ({}, (64, 96), 64, 1),
+    "mobilenetv2": ({"width": 0.35}, (64, 96), 64, 1),
+}
+
+
+def test_registry_matches_config_divisors():
+    assert sorted(config_lib.BACKBONE_INPUT_DIVISOR) == backbone_names() == sorted(CASES)
+    for name, divisor in config_lib.BACKBONE_INPUT_DIVISOR.items():
+        spec = get_backbone_spec(name)
+        assert (spec.input_divisor, spec.stride, spec.num_stacks) == (divisor, 4, CASES[name][3])
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone("resnet18", input_divisor=32)(lambda **kw: None)
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet19'; valid: dla34, hourglass104"):
+        get_backbone_spec("resnet19")
+    with pytest.raises(ConfigError, match="file not found: /nonexistent.weights.h5"):
+        build_backbone("resnet18", weights="/nonexistent.weights.h5")
+    with pytest.raises(ConfigError, match="model.width"):
+        build_backbone("resnet50", width=0.5)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_output_shapes_and_stride(name):
+    kwargs, sizes, channels, stacks = CASES[name]
+    model = build_backbone(name, **kwargs)
+    assert model.name == "backbone"
+    assert [layer for layer in model.output_names] == [f"features_{i}" for i in range(stacks)]
+    for size in sizes:
+        x = tf.random.stateless_uniform((2, size, size, 3), seed=(1, 2))
+        feats = model(x, training=False)
+        feats = feats if isinstance(feats, list) else [feats]
+        assert len(feats) == stacks
+        for f in feats:
+            assert f.shape == (2, size // 4, size // 4, channels)
+            assert np.all(np.isfinite(f.numpy()))
+        assert float(tf.math.reduce_std(feats[-1])) > 0  # not a dead (all-constant) map
+
+
+def test_convbn_folded_inference_equals_batch_norm():
+    layer = ConvBN(6, 3, 1, relu=False, epsilon=1e-5)
+    x = tf.random.stateless_normal((2, 8, 8, 4), seed=(3, 4))
+    layer(x)
+    rng = np.random.default_rng(0)
+    bn = layer.bn
+    for var, value in ((bn.gamma, rng.uniform(0.5, 2, 6)), (bn.beta, rng.normal(size=6)),
+                       (bn.moving_mean, rng.normal(size=6)), (bn.moving_variance, rng.uniform(0.5, 2, 6))):
+        var.assign(value.astype("float32"))
+    conv = layer.conv(x)
+    expected = (conv - bn.moving_mean) / np.sqrt(bn.moving_variance.numpy() + 1e-5) * bn.gamma + bn.beta
+    np.testing.assert_allclose(layer(x, training=False).numpy(), expected.numpy(), atol=1e-4)
+    np.testing.assert_allclose(bn(conv, training=False).numpy(), expected.numpy(), atol=1e-4)
+
+
+def test_convbn_stride2_pads_symmetrically_like_pytorch():
+    layer = ConvBN(3, 3, 2, relu=False)
+    x = tf.random.stateless_normal((1, 8, 8, 2), seed=(5, 6))
+    y = layer(x, training=False)
+    manual = tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), layer.conv.kernel, 2, "VALID")
+    manual = layer.bn(manual, training=False)
+    assert y.shape == (1, 4, 4, 3)
+    np.testing.assert_allclose(y.numpy(), manual.numpy(), atol=1e-5)
+    same = layer.bn(tf.nn.conv2d(x, layer.conv.kernel, 2, "SAME"), training=False)
+    assert not np.allclose(y.numpy(), same.numpy(), atol=1e-3)  # TF 'same' would shift the grid
+
+
+def test_convbn_training_updates_moving_statistics():
+    layer = ConvBN(4, 1, 1, relu=False, momentum=0.9)
+    x = 3.0 + tf.random.stateless_normal((4, 6, 6, 2), seed=(7, 8))
+    layer(x)
+    layer.bn.moving_mean.assign(tf.zeros(4))
+    y = layer(x, training=True)
+    batch_mean = tf.reduce_mean(layer.conv(x), axis=[0, 1, 2])
+    np.testing.assert_allclose(layer.bn.moving_mean.numpy(), 0.1 * batch_mean.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tf.reduce_mean(y, axis=[0, 1, 2]).numpy(), np.zeros(4), atol=1e-4)
+
+
+def test_backbone_weights_file_is_loaded(tmp_path):
+    source = build_backbone("resnet18", width=0.25)
+    path = str(tmp_path / "trunk.weights.h5")
+    trunk = tf.keras.Model(source.input, source.get_layer("stage4_1_relu").output)
+    trunk.save_weights(path)
+    loaded = build_backbone("resnet18", width=0.25, weights=path)
+    np.testing.assert_array_equal(loaded.get_layer("stem_conv").conv.kernel.numpy(),
+                                  source.get_layer("stem_conv").conv.kernel.numpy())
+    with pytest.raises(ConfigError, match="does not fit"):
+        build_backbone("dla34", weights=path)
+
+
+@pytest.mark.slow
+def test_hourglass104_parameter_count_matches_model_garden():
+    """REFERENCE.md: 191,289,148 trainable + 117,504 BN statistics with 90 classes at 512."""
+    from centernet_core.model import build_model, count_params
+    cfg = config_lib.resolve("hourglass104-coco", overrides=["model.num_classes=90"])
+    model = build_model(cfg)
+    assert count_params(model) == {"trainable": 191_289_148, "total": 191_406_652}
+    bb = model.backbone
+    module = sum(int(np.prod(w.shape)) for layer in bb.layers if layer.name.startswith("hg0") for w in layer.weights)
+    assert module == 92_190_720
+    heads = sum(int(np.prod(w.shape)) for stack in model.heads for h in stack.values() for w in h.weights)
+    assert heads == 3_588_796
+
+
+def test_bn_momentum_reaches_application_trunks():
+    model = build_backbone("resnet50", bn_momentum=0.8)
+    assert model.get_layer("conv1_bn").momentum == 0.8
+    assert model.get_layer("up0_deconv_bn").momentum == 0.8
