@@ -3,8 +3,9 @@
     python bench/input_pipeline.py [--images 400] [--batches 30] [--dir /tmp/cn-bench-shapes640]
 
 Writes (once) `prepare shapes` data at 640x480, then times, after 3 warm-up batches:
-  full: build_dataset(training=True): decode, flip, colour jitter, random square crop,
-        resize/pad to 512, normalise, CenterNet targets (128 objects, 3 classes), batch 16.
+  full: build_dataset(training=True): decode of the random square crop's region only,
+        flip, colour jitter, one resize + pad to 512, normalise, batch 16, then per batch
+        CenterNet targets (128 objects, 3 classes).
   bare: TFRecordDataset -> parse image/encoded -> decode_image -> resize to 512 -> batch 16.
 Both repeat over the same shards with AUTOTUNE parallelism. Prints images/s and full/bare.
 """

@@ -1,14 +1,16 @@
 """`prepare coco` images/s vs reading the files raw and vs Model Garden's converter.
 
-    python bench/prepare.py [--images 2000] [--dir /tmp/cn-bench-prepare]
+    python bench/prepare.py [--images 2000] [--dir /tmp/cn-bench-prepare] [--rounds 2]
 
 Writes (once) 2,000 `prepare shapes` JPEGs at 640x480 with their COCO json, warms the
 page cache by reading every file, then times, each as a fresh command (process start and
-TensorFlow import included, as a user sees it):
+any TensorFlow import included, as a user sees it):
   raw:  reading every image file's bytes (the I/O floor), in this process;
-  ours: `centernet prepare coco --workers 1` and `--workers 2`;
+  ours: `centernet prepare coco --workers 1` and `--workers 2` (8 shards);
   mg:   Model Garden's create_coco_tf_record (anchor venv; default --num_processes = CPUs).
-Prints images/s and the ratios.
+The contestants run in turn, ``--rounds`` times (the machine is shared: interleaving
+spreads its drift over all of them). Prints each round's times and ratios, and the
+ratios of the best times.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--dir", default="/tmp/cn-bench-prepare")
     p.add_argument("--shards", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2)
     a = p.parse_args()
     ann = os.path.join(a.dir, "instances_train.json")
     if not os.path.exists(ann):
@@ -50,28 +53,36 @@ def main() -> None:
     raw = time.perf_counter() - start
     out = os.path.join(a.dir, "out")
     centernet = [sys.executable, "-m", "centernet_cli.main"]
-    results = {}
-    for workers in (1, 2):
-        shutil.rmtree(out, ignore_errors=True)
-        results[f"ours, {workers} worker(s)"] = timed(centernet + [
-            "prepare", "coco", "--images", images, "--annotations", ann, "--output", os.path.join(out, "ours"),
-            "--shards", str(a.shards), "--workers", str(workers)])
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
     env = dict(os.environ, PYTHONPATH="/tmp/anchor-venv/mg")
-    results["model garden (2 processes)"] = timed([
-        ANCHOR_PY, RUN_MG, "official.vision.data.create_coco_tf_record", f"--image_dir={images}",
-        f"--object_annotations_file={ann}", f"--output_file_prefix={os.path.join(out, 'mg')}",
-        f"--num_shards={a.shards}"], env=env)
+
+    def ours(workers: int) -> float:
+        shutil.rmtree(out, ignore_errors=True)
+        return timed(centernet + ["prepare", "coco", "--images", images, "--annotations", ann, "--output",
+                                  os.path.join(out, "ours"), "--shards", str(a.shards), "--workers", str(workers)])
+
+    def mg() -> float:
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        return timed([ANCHOR_PY, RUN_MG, "official.vision.data.create_coco_tf_record", f"--image_dir={images}",
+                      f"--object_annotations_file={ann}", f"--output_file_prefix={os.path.join(out, 'mg')}",
+                      f"--num_shards={a.shards}"], env=env)
+
+    contestants = {"ours, 1 worker": lambda: ours(1), "ours, 2 workers": lambda: ours(2),
+                   "model garden (2 processes)": mg}
+    runs = {name: [] for name in contestants}
     print(f"cpus={os.cpu_count()} images={n} (640x480 JPEG, {total / n / 1024:.0f} KiB avg) shards={a.shards}")
     print(f"raw file read: {n / raw:.0f} img/s")
-    for name, seconds in results.items():
-        print(f"{name}: {n / seconds:.0f} img/s ({seconds:.1f} s)")
-    ours1, ours2 = results["ours, 1 worker(s)"], results["ours, 2 worker(s)"]
-    mg = results["model garden (2 processes)"]
-    print(f"ratio 2 workers / 1 worker: {ours1 / ours2:.2f}")
-    print(f"ratio ours (2 workers) / model garden: {mg / ours2:.2f}")
-    print(f"ratio ours (2 workers) / raw read: {raw / ours2:.3f}")
+    for r in range(a.rounds):
+        for name, run in contestants.items():
+            runs[name].append(run())
+        t = {name: v[-1] for name, v in runs.items()}
+        one, two, m = t["ours, 1 worker"], t["ours, 2 workers"], t["model garden (2 processes)"]
+        print(f"round {r + 1}: " + ", ".join(f"{name} {s:.1f} s ({n / s:.0f} img/s)" for name, s in t.items())
+              + f"; 2 workers / 1 worker {one / two:.2f}x, ours (2 workers) / model garden {m / two:.2f}x")
+    best = {name: min(v) for name, v in runs.items()}
+    one, two, m = best["ours, 1 worker"], best["ours, 2 workers"], best["model garden (2 processes)"]
+    print(f"best of {a.rounds}: 2 workers / 1 worker {one / two:.2f}x; ours (2 workers) / model garden "
+          f"{m / two:.2f}x; ours (1 worker) / model garden {m / one:.2f}x; ours (2 workers) / raw read {raw / two:.3f}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def coco(
     annotations: str = typer.Option(..., "--annotations", help="COCO instances json."),
     output: str = typer.Option(..., "--output", help="Output prefix: PREFIX-0000i-of-0000N.tfrecord, PREFIX.meta.json."),
     shards: int = typer.Option(0, "--shards", help="Number of shards (0: one per 1024 images)."),
-    workers: int = typer.Option(1, "--workers", help="Conversion processes."),
+    workers: int = typer.Option(1, "--workers", help="Conversion processes, each writing whole shards (at most one per shard)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out missing/undecodable images (listed in PREFIX.report.json) instead of failing."),
 ):
     """Convert a COCO detection dataset.

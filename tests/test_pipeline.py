@@ -136,8 +136,7 @@ def test_resample_identity_and_box_mapping():
     # channel 0 is 1 + 3 * (3 y + x), linear, so bilinear samples are exact: output (1, 1) and
     # (1, 2) sample source (y, x) = ((1.5) / 2 - 0.5, (1.5) / 2 - 0.5 + 1) = (0.25, 1.25), (0.25, 1.75)
     np.testing.assert_allclose(half[1, 1:3, 0], [1 + 3 * (0.75 + 1.25), 1 + 3 * (0.75 + 1.75)], rtol=1e-6)
-    b = augment.transform_boxes(tf.constant([[10.0, 20.0, 30.0, 60.0]]), tf.constant(5.0), tf.constant(10.0),
-                                tf.constant(0.5), 64)
+    # window top 5, left 10, scale 0.5: y -> (y - 5) * 0.5, x -> (x - 10) * 0.5
+    b = augment.transform_boxes(tf.constant([[10.0, 20.0, 30.0, 60.0]]), tf.constant([0.5, 0.5, -2.5, -5.0]), 64)
     np.testing.assert_allclose(b.numpy(), [[2.5, 5.0, 12.5, 25.0]])
-    _, flipped = augment.flip_left_right(tf.zeros([64, 64, 3]), b, 64)
-    np.testing.assert_allclose(flipped.numpy(), [[2.5, 39.0, 12.5, 59.0]])
+    np.testing.assert_allclose(augment.flip_boxes(b, 64).numpy(), [[2.5, 39.0, 12.5, 59.0]])

@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from centernet_core.data import example_proto as ep
+from centernet_core.data import tfrecord
 from centernet_core.data.coco_writer import write_coco_tfrecords
 from centernet_core.data.metadata import index_to_coco_id, load_metadata
 from centernet_core.errors import DataError
@@ -119,6 +120,31 @@ def test_two_workers_write_the_same_bytes(tmp_path, coco):
     write_coco_tfrecords(images_dir, ann, str(tmp_path / "b" / "ds"), num_shards=1, workers=2)
     name = "ds-00000-of-00001.tfrecord"
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    # several shards, each written by a worker: image i in shard i mod 4, in json order
+    write_coco_tfrecords(images_dir, ann, str(tmp_path / "c" / "ds"), num_shards=4, workers=1)
+    write_coco_tfrecords(images_dir, ann, str(tmp_path / "d" / "ds"), num_shards=4, workers=2)
+    for i in range(4):
+        name = f"ds-0000{i}-of-00004.tfrecord"
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "d" / name).read_bytes()
+        ids = [int(tf.io.parse_single_example(r, {"image/source_id": tf.io.FixedLenFeature([], tf.string)})
+                   ["image/source_id"]) for r in tf.data.TFRecordDataset(str(tmp_path / "d" / name))]
+        assert ids == [im["id"] for im in data["images"][i::4]]
+    assert sorted(os.listdir(tmp_path / "d")) == sorted(os.listdir(tmp_path / "c"))  # no temporary files left
+
+
+def test_tfrecord_framing_matches_tensorflow(tmp_path):
+    records = [b"", b"x", bytes(range(256)) * 400, ep.serialize_example({"a": ep.int64_feature([1])})]
+    ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")
+    w = tfrecord.open_writer(ours)
+    for r in records:
+        w.write(r)
+    w.close()
+    with tf.io.TFRecordWriter(theirs) as w:
+        for r in records:
+            w.write(r)
+    assert open(ours, "rb").read() == open(theirs, "rb").read()
+    assert [r.numpy() for r in tf.data.TFRecordDataset(ours)] == records
+    assert tfrecord.masked_crc32c(b"123456789") == (((0xE3069283 >> 15) | (0xE3069283 << 17)) + 0xA282EAD8) % 2**32
 
 
 def test_bad_images_fail_with_no_output_or_skip_with_report(tmp_path, coco):
@@ -129,22 +155,37 @@ def test_bad_images_fail_with_no_output_or_skip_with_report(tmp_path, coco):
         f.write(full[: len(full) // 2])
     with open(os.path.join(images_dir, "text.jpg"), "wb") as f:
         f.write(b"not an image")
+    with open(os.path.join(images_dir, "no_tables.jpg"), "wb") as f:  # header and EOI fine, data undecodable
+        f.write(_strip_jpeg_segments(full, 0xDB))
     data["images"] += [{"id": 20, "file_name": "missing.jpg"}, {"id": 21, "file_name": "truncated.jpg"},
-                       {"id": 22, "file_name": "text.jpg"}]
+                       {"id": 22, "file_name": "text.jpg"}, {"id": 23, "file_name": "no_tables.jpg"}]
     ann = _write_json(tmp_path, data)
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=r"^3 of 9 images are missing or undecodable: 'missing.jpg'") as e:
-        write_coco_tfrecords(images_dir, ann, str(out / "ds"), num_shards=2)
-    assert "truncated.jpg" in str(e.value) and "--skip-bad" in str(e.value) and "\n" not in str(e.value)
-    assert os.listdir(out) == []  # no shard, temporary file, report or metadata left behind
+    for workers in (1, 2):
+        with pytest.raises(DataError, match=r"^4 of 10 images are missing or undecodable: 'missing.jpg'") as e:
+            write_coco_tfrecords(images_dir, ann, str(out / "ds"), num_shards=2, workers=workers)
+        assert "truncated.jpg" in str(e.value) and "--skip-bad" in str(e.value) and "\n" not in str(e.value)
+        assert os.listdir(out) == []  # no shard, temporary file, report or metadata left behind
     summary = write_coco_tfrecords(images_dir, ann, str(out / "ds"), num_shards=2, skip_bad=True)
-    assert summary["counts"]["images"] == 6 and summary["counts"]["skipped_images"] == 3
+    assert summary["counts"]["images"] == 6 and summary["counts"]["skipped_images"] == 4
     report = json.load(open(summary["report"], encoding="utf-8"))
     reasons = {s["file_name"]: s["reason"] for s in report["skipped_images"]}
-    assert set(reasons) == {"missing.jpg", "truncated.jpg", "text.jpg"}
+    assert set(reasons) == {"missing.jpg", "truncated.jpg", "text.jpg", "no_tables.jpg"}
     assert reasons["missing.jpg"].startswith("cannot read file")
     assert reasons["text.jpg"].startswith("not a decodable image")
+    assert reasons["no_tables.jpg"].startswith("not a decodable image")
     assert sorted(_records(str(out / "ds-*.tfrecord"))) == [10, 11, 12, 13, 14, 15]
+
+
+def _strip_jpeg_segments(data, marker):
+    """``data`` without its JPEG header segments of type ``marker`` (0xDB: quantisation tables)."""
+    out, i = bytearray(data[:2]), 2
+    while data[i + 1] != 0xDA:  # up to the start of scan
+        n = 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if data[i + 1] != marker:
+            out += data[i:i + n]
+        i += n
+    return bytes(out + data[i:])
 
 
 @pytest.mark.parametrize("mutate, message", [

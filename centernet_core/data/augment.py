@@ -1,20 +1,32 @@
 """Graph-only image geometry, colour jitter and normalisation for the input pipeline.
 
-Letters: h w the decoded image, S the (square) model input, K boxes.
+Letters: h w the decoded image, S the (square) model input, K boxes, B batch.
 
-Colour jitter and normalisation come first, as one 1x1 convolution on the decoded
-image; then geometry is one resampling per image, so padding is 0 = the mean colour.
-Output pixel i (centre i + 0.5) samples the source
-at ``(i + 0.5) / scale - 0.5 + top`` (pixel-centre convention), i.e. a source point y
-lands at ``(y - top) * scale``. ``crop_and_resize`` does it in one op; samples outside
-the image are padding. Training picks a random square crop (``random_crop_window``);
-evaluation uses ``top = left = 0``, ``scale = S / max(h, w)``, so input pixel = original
-pixel x scale with padding at the bottom / right (docs/design.md).
+Every image reaches the input through an axis-aligned map, source pixel coordinate
+``y -> y * sy + ty`` (and ``x -> x * sx + tx``): ``affine = (sy, sx, ty, tx)``. Boxes go
+through the same map (``transform_boxes``), so pixels and boxes agree. Padding is 0 =
+the mean colour, because it is added after normalisation.
 
-Randomness is stateless: every random op takes a seed ``[2]`` int64 derived from the
-per-element seed, so ``data.deterministic`` with a fixed seed repeats exactly.
+Training (``crop_placement``, ``decode_crop``, ``place_crop``): a random square window
+(side = one of ``data.crop_scales`` x the long side) is snapped to whole source pixels
+where it meets the image and to whole input pixels where that lands. Only that source
+region is decoded (``decode_and_crop_jpeg`` for JPEG; other formats are decoded whole
+and sliced), resized once with ``tf.image.resize``, jittered + normalised by one 1x1
+convolution, and padded. Snapping makes ``sy``, ``sx`` differ from S / side by less
+than one pixel across the crop. A flip mirrors the decoded crop and its placement.
+
+Evaluation (``resample``): top = left = 0, scale = S / max(h, w), so input pixel =
+original pixel x scale with padding at the bottom / right (docs/design.md). Output
+pixel i (centre i + 0.5) samples the normalised source at ``(i + 0.5) / scale - 0.5``
+(pixel-centre convention) with ``crop_and_resize``; samples outside the image are
+padding. ``serving.letterbox`` reproduces this exactly.
+
+Randomness is stateless: the pipeline draws each image's uniforms from a per-element
+seed ``[2]``, so ``data.deterministic`` with a fixed seed repeats exactly.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -23,26 +35,96 @@ import tensorflow as tf
 # BGR with OpenCV; pretrained weights expect exactly this).
 MEAN_BGR = (0.408, 0.447, 0.470)
 STD_BGR = (0.289, 0.274, 0.278)
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def random_crop_window(seed, image_hw, crop_scales):
-    """A random square window: (top, left, side) float32 scalars in source pixels.
+def random_crop_window(u, image_hw, crop_scales):
+    """A random square window from uniforms ``u`` ``[3]`` in [0, 1).
 
-    side = one of ``crop_scales`` x the long side. The window lies inside the image
-    along a dimension it is shorter than, and contains the image along one it is longer
-    than; within that freedom its position is uniform.
+    side = one of ``crop_scales`` (picked by ``u[0]``) x the long side. The window lies
+    inside the image along a dimension it is shorter than, and contains the image along
+    one it is longer than; within that freedom its position is uniform (``u[1:3]``).
+
+    Returns (start float32 ``[2]`` (top, left) in source pixels, side float32 scalar).
     """
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    h, w = image_hw[0], image_hw[1]
-    scales = tf.constant(crop_scales, tf.float32)
-    pick = tf.random.stateless_uniform([], seeds[0], 0, len(crop_scales), dtype=tf.int32)
-    side = scales[pick] * tf.maximum(h, w)
+    hw = tf.cast(image_hw, tf.float32)  # [2]
+    pick = tf.minimum(tf.cast(u[0] * len(crop_scales), tf.int32), len(crop_scales) - 1)
+    side = tf.gather(tf.constant(crop_scales, tf.float32), pick) * tf.reduce_max(hw)
+    lo, hi = tf.minimum(0.0, hw - side), tf.maximum(0.0, hw - side)
+    return lo + u[1:3] * (hi - lo), side
 
-    def position(s, length):
-        lo, hi = tf.minimum(0.0, length - side), tf.maximum(0.0, length - side)
-        return lo + tf.random.stateless_uniform([], s) * (hi - lo)
 
-    return position(seeds[1], h), position(seeds[2], w), side
+def crop_placement(start, side, image_hw, size: int) -> dict:
+    """Snap the window ``[start, start + side)`` ``[2]`` of an ``image_hw`` source to pixels.
+
+    The part of the window inside the image, rounded to whole source pixels, is the
+    region to decode; where its edges land in the S-pixel input, rounded, is where the
+    resized region goes. Returns a dict:
+      ``src`` int32 ``[4]`` (y, x, h, w) source region (for ``decode_and_crop_jpeg``),
+      ``dst`` int32 ``[4]`` (y, x, h, w) its place in the input,
+      ``affine`` float32 ``[4]`` (sy, sx, ty, tx): source -> input map of that pair.
+    """
+    hw = tf.cast(image_hw, tf.float32)  # [2]
+    scale = size / side
+    c0 = tf.clip_by_value(tf.round(tf.maximum(start, 0.0)), 0.0, hw - 1.0)  # [2]
+    c1 = tf.clip_by_value(tf.round(tf.minimum(start + side, hw)), c0 + 1.0, hw)
+    p0 = tf.clip_by_value(tf.round((c0 - start) * scale), 0.0, size - 1.0)
+    p1 = tf.clip_by_value(tf.round((c1 - start) * scale), p0 + 1.0, float(size))
+    s = (p1 - p0) / (c1 - c0)
+    return {"src": tf.cast(tf.concat([c0, c1 - c0], 0), tf.int32),
+            "dst": tf.cast(tf.concat([p0, p1 - p0], 0), tf.int32),
+            "affine": tf.concat([s, p0 - c0 * s], 0)}
+
+
+def decode_crop(encoded, placement_fn):
+    """Decode only the source region ``placement_fn(image_hw)`` asks for.
+
+    JPEG: the header gives the size, then only the region is decoded
+    (``decode_and_crop_jpeg``). Other formats: ``decode_image`` (first frame) and a slice.
+
+    Args:
+      encoded: string scalar, image file bytes.
+      placement_fn: int32 ``[2]`` (h, w) -> ``crop_placement`` dict.
+
+    Returns:
+      (uint8 ``[src h, src w, 3]`` RGB region, image (h, w) int32 ``[2]``, placement).
+    """
+    def jpeg():
+        hw = tf.image.extract_jpeg_shape(encoded)[:2]
+        placement = placement_fn(hw)
+        return tf.io.decode_and_crop_jpeg(encoded, placement["src"], channels=3), hw, placement
+
+    def other():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)  # uint8 [h, w, 3]
+        hw = tf.shape(image)[:2]
+        placement = placement_fn(hw)
+        src = placement["src"]
+        return tf.slice(image, [src[0], src[1], 0], [src[2], src[3], 3]), hw, placement
+
+    return tf.cond(tf.strings.substr(encoded, 0, 3) == _JPEG_MAGIC, jpeg, other)
+
+
+def place_crop(region, placement, flip, size: int, colour=None, contrast=None):
+    """The decoded region -> float32 ``[S, S, 3]`` normalised input, 0 outside ``dst``.
+
+    Args:
+      region: uint8 ``[src h, src w, 3]`` from ``decode_crop``.
+      placement: its ``crop_placement`` dict.
+      flip: bool scalar; mirrors the image left-right (``flip_boxes`` does the boxes).
+      size: S.
+      colour, contrast: optional jitter (``color_jitter_params``), see ``normalize_bgr``.
+    """
+    dst = placement["dst"]
+    region = tf.cond(flip, lambda: tf.reverse(region, [1]), lambda: region)
+    left = tf.where(flip, size - dst[1] - dst[3], dst[1])
+    mean_rgb = None
+    if contrast is not None:  # the region's mean colour, from a 32 x 32 bilinear thumbnail
+        mean_rgb = tf.reduce_mean(tf.image.resize(region, [32, 32]), [0, 1])
+    pixels = normalize_bgr(tf.image.resize(region, dst[2:4]), colour, contrast, mean_rgb)  # [h', w', 3]
+    # tf.pad on [h', 3 w'] (channels folded into rows) runs about twice as fast as on [h', w', 3].
+    rows = tf.reshape(pixels, [dst[2], 3 * dst[3]])
+    rows = tf.pad(rows, [[dst[0], size - dst[0] - dst[2]], [3 * left, 3 * (size - left - dst[3])]])
+    return tf.reshape(rows, [size, size, 3])
 
 
 def resample(image, top, left, scale, size: int):
@@ -67,16 +149,22 @@ def resample(image, top, left, scale, size: int):
     return tf.image.crop_and_resize(image[None], box, [0], [size, size], extrapolation_value=0.0)[0]
 
 
-def transform_boxes(boxes_yxyx_abs, top, left, scale, size: int):
-    """Source-pixel boxes ``[K, 4]`` -> input-pixel boxes clipped to ``[0, S]``."""
-    shift = tf.stack([top, left, top, left])
-    return tf.clip_by_value((boxes_yxyx_abs - shift) * scale, 0.0, float(size))
+def transform_boxes(boxes_yxyx_abs, affine, size: int):
+    """Source-pixel boxes ``[..., K, 4]`` -> input-pixel boxes clipped to ``[0, S]``.
+
+    ``affine`` ``[..., 4]`` (sy, sx, ty, tx) as in the module docstring, one per image.
+    """
+    affine = tf.convert_to_tensor(affine, tf.float32)[..., None, :]  # [..., 1, 4]
+    sy, sx, ty, tx = tf.unstack(affine, 4, axis=-1)
+    y0, x0, y1, x1 = tf.unstack(tf.cast(boxes_yxyx_abs, tf.float32), 4, axis=-1)
+    out = tf.stack([y0 * sy + ty, x0 * sx + tx, y1 * sy + ty, x1 * sx + tx], axis=-1)
+    return tf.clip_by_value(out, 0.0, float(size))
 
 
-def flip_left_right(image, boxes_yxyx_abs, size: int):
-    """Mirror ``[S, S, 3]`` and its ``[K, 4]`` input-pixel boxes."""
+def flip_boxes(boxes_yxyx_abs, size: int):
+    """Mirror input-pixel boxes ``[..., 4]`` left-right in an S-pixel input."""
     y0, x0, y1, x1 = tf.unstack(boxes_yxyx_abs, 4, axis=-1)
-    return tf.reverse(image, [1]), tf.stack([y0, size - x1, y1, size - x0], axis=-1)
+    return tf.stack([y0, size - x1, y1, size - x0], axis=-1)
 
 
 # RGB -> YIQ; a hue shift is a rotation of the (I, Q) chroma plane.
@@ -85,35 +173,34 @@ _YIQ_TO_RGB = tuple(map(tuple, np.linalg.inv(np.array(_RGB_TO_YIQ)).tolist()))
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def color_jitter_params(seed):
-    """Random colour jitter as a linear map: (matrix ``[3, 3]`` on RGB, contrast scalar).
+def color_jitter_params(u):
+    """Random colour jitter from uniforms ``u`` ``[4]`` in [0, 1): (matrix ``[3, 3]`` on RGB, contrast).
 
-    Brightness x[0.8, 1.2]; saturation [0.8, 1.25] (blend with the grey image, as the
-    original CenterNet does); hue +-0.02 of a turn (rotation of the YIQ chroma plane);
-    contrast [0.8, 1.25] (blend with the image's mean grey, applied by
-    ``normalize_bgr``). All of it is affine per pixel, so ``normalize_bgr`` applies it
-    together with the normalisation in one pass over the image.
+    Brightness x[0.8, 1.2]; contrast [0.8, 1.25] (blend with the image's mean grey,
+    applied by ``normalize_bgr``); saturation [0.8, 1.25] (blend with the grey image, as
+    the original CenterNet does); hue +-0.02 of a turn (rotation of the YIQ chroma plane).
+    All of it is affine per pixel, so ``normalize_bgr`` applies it together with the
+    normalisation in one pass over the image.
     """
-    seeds = tf.random.experimental.stateless_split(seed, 4)
-    brightness = tf.random.stateless_uniform([], seeds[0], 0.8, 1.2)
-    contrast = tf.random.stateless_uniform([], seeds[1], 0.8, 1.25)
-    saturation = tf.random.stateless_uniform([], seeds[2], 0.8, 1.25)
-    angle = tf.random.stateless_uniform([], seeds[3], -0.02, 0.02) * 2.0 * 3.141592653589793
+    brightness = 0.8 + 0.4 * u[0]
+    contrast = 0.8 + 0.45 * u[1]
+    saturation = 0.8 + 0.45 * u[2]
+    angle = (u[3] - 0.5) * (0.04 * 2.0 * math.pi)
     luma = tf.constant(_LUMA)
     sat = saturation * tf.eye(3) + (1.0 - saturation) * tf.ones([3, 1]) * luma[None, :]  # [3, 3]
-    yiq = tf.constant(_RGB_TO_YIQ)
     cos, sin = tf.cos(angle), tf.sin(angle)
     rot = tf.stack([[1.0, 0.0, 0.0], tf.stack([0.0, cos, -sin]), tf.stack([0.0, sin, cos])])  # [3, 3]
-    hue = tf.constant(_YIQ_TO_RGB) @ rot @ yiq
+    hue = tf.constant(_YIQ_TO_RGB) @ rot @ tf.constant(_RGB_TO_YIQ)
     return brightness * (sat @ hue), contrast
 
 
-def normalize_bgr(image, colour=None, contrast=None):
-    """RGB ``[h, w, 3]`` uint8 (0..255) -> float32 normalised B, G, R ``[h, w, 3]``.
+def normalize_bgr(image, colour=None, contrast=None, mean_rgb=None):
+    """RGB ``[h, w, 3]`` (uint8 or float, 0..255) -> float32 normalised B, G, R ``[h, w, 3]``.
 
     With ``colour`` ``[3, 3]`` and ``contrast`` (``color_jitter_params``) the jitter comes
-    first: ``x' = contrast * (colour @ x) + (1 - contrast) * mean grey``. Jitter, channel
-    swap, mean and std fold into one matrix and offset: a single 1x1 convolution.
+    first: ``x' = contrast * (colour @ x) + (1 - contrast) * mean grey``, the mean taken
+    over ``image`` unless ``mean_rgb`` ``[3]`` gives it. Jitter, channel swap, mean and std
+    fold into one matrix and offset: a single 1x1 convolution.
     """
     pixels = tf.cast(image, tf.float32)
     colour = tf.eye(3) if colour is None else colour
@@ -122,7 +209,7 @@ def normalize_bgr(image, colour=None, contrast=None):
     if contrast is None:
         matrix, grey = swap @ colour, 0.0
     else:
-        mean_rgb = tf.reduce_mean(pixels, [0, 1])  # [3]
+        mean_rgb = tf.reduce_mean(pixels, [0, 1]) if mean_rgb is None else mean_rgb  # [3]
         grey = (1.0 - contrast) * tf.tensordot(tf.constant(_LUMA), tf.linalg.matvec(colour, mean_rgb), 1)
         matrix = contrast * (swap @ colour)
     matrix = matrix * scale[:, None]  # [3 out (B, G, R), 3 in (R, G, B)]

@@ -1,15 +1,16 @@
 """One COCO image -> one serialized ``tf.Example`` (runs in worker processes, no TensorFlow).
 
-``convert_image(task)`` reads the file, checks it with Pillow, decides whether the bytes
-can pass through (JPEG that is not CMYK, PNG: TensorFlow decodes those, grayscale with
-``channels=3``) or must be re-encoded as JPEG (CMYK JPEG, GIF, BMP, TIFF, WebP, ...),
+``convert_image(task)`` reads the file, decodes it fully with Pillow, decides whether the
+bytes can pass through (JPEG that is not CMYK, PNG: TensorFlow decodes those, grayscale
+with ``channels=3``) or must be re-encoded as JPEG (CMYK JPEG, GIF, BMP, TIFF, WebP, ...),
 turns the annotations into normalised boxes in the decoded image and serializes the
 example with the TF detection keys (docs/design.md, "Dataset files").
 
-Verification is cheap by design: Pillow parses the header and the file must end with
-its format's end marker (JPEG EOI, PNG IEND), which catches missing, empty, non-image
-and truncated files without a full decode. A file that fails the end-marker check gets
-a full decode as the final word (some valid JPEGs carry trailing bytes).
+Verification is a full decode (``Image.load``): missing, empty, non-image and truncated
+files fail, and so do files whose header and end marker look right but whose data does
+not decode (a JPEG without its quantisation tables, say). Like TensorFlow's decoder,
+Pillow accepts a JPEG whose scan stops early at an end marker (the rest comes out grey),
+so such a file passes here and in training alike.
 
 Box rules (counts returned in ``stats``): boxes are clipped to the decoded image
 (``clipped`` counts those that changed); boxes with zero width or height after clipping
@@ -27,9 +28,6 @@ from centernet_core import boxes as box_lib
 from centernet_core import storage
 from centernet_core.data import example_proto as ep
 
-_JPEG_END = b"\xff\xd9"
-_PNG_END = b"IEND\xaeB`\x82"
-
 
 @dataclass(frozen=True)
 class ImageTask:
@@ -42,24 +40,12 @@ class ImageTask:
     category_names: tuple[str, ...]  # by contiguous index
 
 
-def _intact(data: bytes, fmt: str) -> bool:
-    tail = data.rstrip(b"\x00\r\n ")
-    if fmt == "JPEG":
-        return tail.endswith(_JPEG_END)
-    if fmt == "PNG":
-        return tail.endswith(_PNG_END)
-    return True  # other formats are fully decoded for re-encoding anyway
-
-
 def _open(data: bytes) -> tuple[str, str, tuple[int, int], bytes, bool]:
     """(format, mode, (height, width), bytes to store, re-encoded?); raises on a bad image."""
     image = Image.open(io.BytesIO(data))
     fmt, mode, (width, height) = image.format, image.mode, image.size
-    passthrough = (fmt == "JPEG" and mode != "CMYK") or fmt == "PNG"
-    if passthrough and _intact(data, fmt):
-        return fmt.lower(), mode, (height, width), data, False
     image.load()  # full decode: raises on truncated or corrupt data
-    if passthrough:
+    if (fmt == "JPEG" and mode != "CMYK") or fmt == "PNG":
         return fmt.lower(), mode, (height, width), data, False
     out = io.BytesIO()
     image.convert("RGB").save(out, format="JPEG", quality=95)

@@ -6,10 +6,12 @@
 Order of work, so a failure never leaves a dataset that looks complete:
 
 1. The json is read and validated (``coco_json``): one DataError line, nothing written.
-2. Images are converted in ``workers`` processes (``coco_example.convert_image``: Pillow
-   and pure-Python protobuf, no TensorFlow in the workers) and written round-robin into
-   shards under temporary names by ``tf.io.TFRecordWriter`` in this process (any storage
-   path).
+2. Image i goes to shard i mod N, so shard contents depend only on the inputs. Each
+   shard is one job: a worker process converts its images in order
+   (``coco_example.convert_image``: full Pillow decode, pure-Python protobuf) and writes
+   them under a temporary name (``tfrecord``: no TensorFlow in the workers; any storage
+   path). Only counts and reasons come back to this process, never image bytes, so the
+   work spreads over ``min(workers, N)`` processes. ``workers=1`` runs inline.
 3. Missing or undecodable images: by default the temporary shards are deleted and one
    DataError lists the first few and the count. With ``skip_bad`` they are left out and
    listed with the reason in ``PREFIX.report.json``.
@@ -24,14 +26,16 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
-from typing import Callable, Iterator
+import queue as queue_lib
+import sys
+from typing import Callable
 
 from centernet_core import storage
 from centernet_core.data import metadata as meta_lib
+from centernet_core.data import tfrecord
 from centernet_core.data.coco_example import ImageTask, convert_image
 from centernet_core.data.coco_json import CocoIndex, load_coco
 from centernet_core.errors import ConfigError, DataError
-from centernet_core.tf_runtime import require_tensorflow
 
 IMAGES_PER_AUTO_SHARD = 1024
 _SHOW_BAD = 5
@@ -44,17 +48,63 @@ def _tasks(index: CocoIndex, images_dir: str) -> list[ImageTask]:
             for im in index.images]
 
 
-def _results(tasks: list[ImageTask], workers: int) -> Iterator[tuple[str, object, dict]]:
-    """Converted images in task order, from ``workers`` spawned processes (or inline for 1)."""
-    if workers <= 1 or len(tasks) < 2:
-        yield from map(convert_image, tasks)
-        return
-    # spawn, not fork: this process has TensorFlow loaded (its threads do not survive a
-    # fork), and the workers never import it.
-    ctx = mp.get_context("spawn")
-    chunk = max(1, min(32, len(tasks) // (workers * 8)))
-    with ctx.Pool(processes=workers) as pool:
-        yield from pool.imap(convert_image, tasks, chunksize=chunk)
+_progress = None  # a worker's queue for per-image progress (set by _init_worker)
+
+
+def _init_worker(progress) -> None:
+    global _progress
+    _progress = progress
+
+
+def _write_shard(job: tuple[str, list[ImageTask]]) -> list[tuple[str, str | None, dict]]:
+    """Convert one shard's images in order into its (temporary) file.
+
+    Returns ``(status, reason or None, stats)`` per image; the image bytes stay in the file.
+    """
+    path, tasks = job
+    out = []
+    writer = tfrecord.open_writer(path)
+    try:
+        for task in tasks:
+            status, payload, stats = convert_image(task)
+            if status == "ok":
+                writer.write(payload)
+                payload = None
+            out.append((status, payload, stats))
+            if _progress is not None:
+                _progress.put(1)
+    finally:
+        writer.close()
+    return out
+
+
+def _run_jobs(jobs: list, workers: int, total: int, on_progress) -> list:
+    """``_write_shard`` over ``jobs`` in ``workers`` spawned processes (or inline for 1)."""
+    if workers <= 1 or len(jobs) < 2:
+        results, done = [], 0
+        for path, tasks in jobs:
+            results.append(_write_shard((path, tasks)))
+            done += len(tasks)
+            if on_progress:
+                on_progress(done, total)
+        return results
+    # fork starts a worker in milliseconds, spawn in about a second (imports); but forking
+    # a process that has TensorFlow loaded is unsafe (its threads do not survive a fork).
+    # The workers never import TensorFlow themselves.
+    safe_fork = sys.platform.startswith("linux") and "tensorflow" not in sys.modules
+    ctx = mp.get_context("fork" if safe_fork else "spawn")
+    progress = ctx.Queue() if on_progress else None
+    with ctx.Pool(processes=min(workers, len(jobs)), initializer=_init_worker, initargs=(progress,)) as pool:
+        pending = pool.map_async(_write_shard, jobs, chunksize=1)
+        done = 0
+        while progress is not None:
+            try:
+                done += progress.get(timeout=0.2)
+                on_progress(done, total)
+            except queue_lib.Empty:
+                if pending.ready():
+                    break
+        return pending.get()
 
 
 def _bad_message(bad: list[dict], total: int) -> str:
@@ -75,7 +125,7 @@ def write_coco_tfrecords(images_dir: str, annotations_file: str, output_prefix: 
       output_prefix: shards go to ``PREFIX-0000i-of-0000N.tfrecord``, metadata to
         ``PREFIX.meta.json``, the report to ``PREFIX.report.json``.
       num_shards: N; 0 picks one shard per 1024 images (at least 1).
-      workers: conversion processes.
+      workers: conversion processes; at most one per shard works (a shard is one job).
       skip_bad: leave out missing/undecodable images instead of failing.
       on_progress: called as ``on_progress(done, total)`` after each image.
 
@@ -90,20 +140,20 @@ def write_coco_tfrecords(images_dir: str, annotations_file: str, output_prefix: 
         raise DataError(f"image directory not found: {images_dir}")
     tasks = _tasks(index, images_dir)
     num_shards = num_shards or max(1, math.ceil(len(tasks) / IMAGES_PER_AUTO_SHARD))
-    tf = require_tensorflow()
     parent = storage.dirname(output_prefix)
     if parent:
         storage.makedirs(parent)
     finals = [meta_lib.shard_name(output_prefix, i, num_shards) for i in range(num_shards)]
     temps = [storage.temp_name(p) for p in finals]
+    jobs = [(temps[s], tasks[s::num_shards]) for s in range(num_shards)]  # image i -> shard i mod N
     counts = {"images": 0, "negatives": 0, "boxes": 0, "crowd": 0, "clipped": 0, "dropped_empty": 0,
               "reencoded": 0, "size_mismatch": 0, "skipped_images": 0}
     bad, mismatches = [], []
-    writers = [tf.io.TFRecordWriter(t) for t in temps]
     try:
-        for done, (task, (status, payload, stats)) in enumerate(zip(tasks, _results(tasks, workers)), 1):
+        per_shard = _run_jobs(jobs, workers, len(tasks), on_progress)
+        for i, task in enumerate(tasks):  # in json order, so the report is too
+            status, reason, stats = per_shard[i % num_shards][i // num_shards]
             if status == "ok":
-                writers[counts["images"] % num_shards].write(payload)
                 counts["images"] += 1
                 counts["negatives"] += int(stats["boxes"] == 0)
                 for key in ("boxes", "crowd", "clipped", "dropped_empty", "reencoded", "size_mismatch"):
@@ -112,20 +162,14 @@ def write_coco_tfrecords(images_dir: str, annotations_file: str, output_prefix: 
                     mismatches.append({"file_name": task.file_name, "image_id": task.image_id,
                                        "json_hw": stats["json_hw"], "decoded_hw": stats["decoded_hw"]})
             else:
-                bad.append({"file_name": task.file_name, "image_id": task.image_id, "reason": payload})
-            if on_progress:
-                on_progress(done, len(tasks))
+                bad.append({"file_name": task.file_name, "image_id": task.image_id, "reason": reason})
         if bad and not skip_bad:
             raise DataError(_bad_message(bad, len(tasks)))
     except BaseException:  # bad images, a worker crash, Ctrl-C: leave nothing behind
-        for w in writers:
-            w.close()
         for t in temps:
             if storage.exists(t):
                 storage.remove(t)
         raise
-    for w in writers:
-        w.close()
     for t, f in zip(temps, finals):
         storage.rename(t, f)
     counts["skipped_images"] = len(bad)

@@ -10,7 +10,8 @@ K ``data.max_objects``. Contract (docs/design.md, "Pipeline output"):
   (the K largest by area are kept, ties in record order; crowd boxes are removed before
   counting in training, since they never train).
 - ``features["skipped_records"]`` int64 ``[B]``: records this input pipeline has skipped
-  so far because their image bytes are not a decodable format (running count).
+  so far because their image bytes are not a decodable format or their object lists
+  differ in length (running count).
 - eval also: ``source_id`` int64 ``[B]``, ``original_hw`` float32 ``[B, 2]``, ``scale``
   float32 ``[B]``, ``gt_boxes_yxyx_abs`` ``[B, K, 4]`` (original pixels), ``gt_classes``
   int32 ``[B, K]``, ``gt_is_crowd`` int32 ``[B, K]``, ``gt_area`` ``[B, K]``, ``gt_count``
@@ -22,6 +23,12 @@ Training: shuffled files and records, repeat, flip / colour jitter / random squa
 per ``data.*``. Eval: one pass in file order, aspect-keeping resize, no drop of the last
 batch. Records whose image fails to decode despite the format check are dropped by
 ``ignore_errors`` (logged), never crash training. Everything is graph-only.
+
+Stages: records -> check (scan: format, object lists, skip count) -> per image: decode
+and place the pixels (``_train_image`` / ``_eval_image``, augment module) -> batch ->
+per batch: parse the objects, keep the K largest, map them like the pixels, encode the
+targets (``_batch_targets``). Per-image work is only what touches pixels; everything
+about boxes runs once per batch, vectorised.
 """
 from __future__ import annotations
 
@@ -34,17 +41,13 @@ from centernet_core.data import augment
 from centernet_core.errors import DataError
 
 STRIDE = 4
-_FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+_OBJECT_FEATURES = {
     "image/source_id": tf.io.FixedLenFeature([], tf.string, default_value="0"),
-    "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-    "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-    "image/object/area": tf.io.VarLenFeature(tf.float32),
-    "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
+    **{f"image/object/{k}": tf.io.RaggedFeature(t) for k, t in [
+        ("bbox/ymin", tf.float32), ("bbox/xmin", tf.float32), ("bbox/ymax", tf.float32),
+        ("bbox/xmax", tf.float32), ("class/label", tf.int64), ("area", tf.float32), ("is_crowd", tf.int64)]},
 }
+_LISTS = [k for k in _OBJECT_FEATURES if k.startswith("image/object/")]
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
@@ -55,75 +58,114 @@ def decodable_format(encoded):
     return tf.reduce_any(tf.stack(checks))
 
 
-def parse_record(serialized):
-    """One serialized Example -> dict of tensors; boxes stay normalised ``[n, 4]``."""
-    ex = tf.io.parse_single_example(serialized, _FEATURES)
-    dense = {k: tf.sparse.to_dense(v) for k, v in ex.items() if isinstance(v, tf.SparseTensor)}
-    boxes = tf.stack([dense[f"image/object/bbox/{k}"] for k in ("ymin", "xmin", "ymax", "xmax")], -1)  # [n, 4]
-    return {"encoded": ex["image/encoded"], "ok": decodable_format(ex["image/encoded"]),
-            "source_id": tf.strings.to_number(ex["image/source_id"], tf.int64),
-            "boxes_yxyx_norm": boxes, "classes": tf.cast(dense["image/object/class/label"], tf.int32),
-            "area": dense["image/object/area"], "is_crowd": tf.cast(dense["image/object/is_crowd"], tf.int32)}
+def _check_record(count, serialized):
+    """scan step: parse, check the image format and the object lists; running skip count.
 
-
-def select_objects(rec, boxes_yxyx_abs, max_objects: int, drop_crowd: bool):
-    """Keep at most K objects, largest first (stable), padded to K rows.
-
-    Returns (boxes ``[K, 4]``, classes ``[K]``, is_crowd ``[K]``, area ``[K]``, count,
-    dropped) with padding rows zero.
+    A record whose image bytes are not a decodable format, or whose object lists (boxes,
+    labels, areas, crowd flags) differ in length, is not ``ok``: it is counted and dropped.
     """
-    keep = tf.ones_like(rec["classes"], tf.bool) if not drop_crowd else tf.equal(rec["is_crowd"], 0)
-    boxes = tf.boolean_mask(boxes_yxyx_abs, keep)  # [n, 4]
-    cols = [tf.boolean_mask(rec[k], keep) for k in ("classes", "is_crowd", "area")]
-    order = tf.argsort(-box_lib.area_yxyx(boxes), stable=True)[:max_objects]
-    n = tf.shape(order)[0]
-    pad = max_objects - n
-
-    def take(x):
-        x = tf.gather(x, order)
-        return tf.pad(x, [[0, pad]] + [[0, 0]] * (len(x.shape) - 1))
-
-    out = [take(boxes)] + [take(c) for c in cols]
-    out[0] = tf.ensure_shape(out[0], [max_objects, 4])
-    return (*out, n, tf.reduce_sum(tf.cast(keep, tf.int32)) - n)
+    ex = tf.io.parse_single_example(serialized, {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+                                                 **{k: _OBJECT_FEATURES[k] for k in _LISTS}})
+    lengths = tf.stack([tf.size(ex[k]) for k in _LISTS])
+    ok = decodable_format(ex["image/encoded"]) & tf.reduce_all(tf.equal(lengths, lengths[0]))
+    count = count + tf.cast(~ok, tf.int64)
+    return count, {"serialized": serialized, "encoded": ex["image/encoded"], "ok": ok, "skipped": count}
 
 
-def _example(rec, seed, cfg: ExperimentConfig, training: bool):
-    """Decode, augment, normalise and encode one record -> (features, targets)."""
+def _train_image(rec, seed, cfg: ExperimentConfig):
+    """One record -> augmented, normalised ``[S, S, 3]`` plus the map its boxes take.
+
+    Decodes only the random crop's source region (augment module docstring); one draw of
+    8 uniforms gives crop scale and position, flip and colour jitter.
+    """
     size, d = cfg.model.input_size, cfg.data
+    u = tf.random.stateless_uniform([8], seed)
+
+    def placement(hw):
+        start, side = augment.random_crop_window(u[:3], hw, d.crop_scales)
+        return augment.crop_placement(start, side, hw, size)
+
+    region, hw, place = augment.decode_crop(rec["encoded"], placement)
+    flip = (u[3] < 0.5) if d.random_flip else tf.constant(False)
+    colour, contrast = augment.color_jitter_params(u[4:]) if d.color_jitter else (None, None)
+    pixels = augment.place_crop(region, place, flip, size, colour, contrast)
+    return {"image": tf.ensure_shape(pixels, [size, size, 3]), "serialized": rec["serialized"],
+            "original_hw": tf.cast(hw, tf.float32), "affine": place["affine"], "flip": flip,
+            "skipped": rec["skipped"]}
+
+
+def _eval_image(rec, size: int):
+    """One record -> letterboxed, normalised ``[S, S, 3]`` (augment.resample) and its map."""
     image = tf.io.decode_image(rec["encoded"], channels=3, expand_animations=False)  # uint8 [h, w, 3]
     hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    boxes_abs = box_lib.convert(rec["boxes_yxyx_norm"], "yxyx_norm", "yxyx_abs", hw)  # [n, 4] original px
-    boxes, classes, crowd, area, count, dropped = select_objects(rec, boxes_abs, d.max_objects, drop_crowd=training)
-    if training:
-        seeds = tf.random.experimental.stateless_split(seed, 3)
-        top, left, side = augment.random_crop_window(seeds[0], hw, d.crop_scales)
-        scale = size / side
-    else:
-        top, left, scale = tf.constant(0.0), tf.constant(0.0), size / tf.reduce_max(hw)
-    jitter = augment.color_jitter_params(seeds[1]) if training and d.color_jitter else (None, None)
-    pixels = augment.resample(augment.normalize_bgr(image, *jitter), top, left, scale, size)  # [S, S, 3]
-    input_boxes = augment.transform_boxes(boxes, top, left, scale, size)  # [K, 4] input px
-    if training and d.random_flip:
-        flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
-        pixels, input_boxes = tf.cond(flip, lambda: augment.flip_left_right(pixels, input_boxes, size),
-                                      lambda: (pixels, input_boxes))
-    real = tf.range(d.max_objects) < count
+    scale = size / tf.reduce_max(hw)
+    pixels = augment.resample(augment.normalize_bgr(image), tf.constant(0.0), tf.constant(0.0), scale, size)
+    return {"image": tf.ensure_shape(pixels, [size, size, 3]), "serialized": rec["serialized"],
+            "original_hw": hw, "affine": tf.stack([scale, scale, 0.0, 0.0]), "flip": tf.constant(False),
+            "skipped": rec["skipped"]}
+
+
+def select_objects(rec, boxes_yxyx_abs, max_objects: int, drop_crowd: bool, present=None):
+    """Keep at most K objects per image, largest first (stable), padded to K rows.
+
+    Args:
+      rec: ``classes``, ``is_crowd``, ``area``: ``[n]`` per image, or ``[B, N]``.
+      boxes_yxyx_abs: ``[n, 4]`` or ``[B, N, 4]``.
+      max_objects: K.
+      drop_crowd: leave out crowd boxes before choosing.
+      present: bool ``[B, N]``, the rows that hold an object (batched inputs only).
+
+    Returns:
+      (boxes ``[K, 4]``, classes ``[K]``, is_crowd ``[K]``, area ``[K]``, count, dropped), each
+      with a leading ``[B]`` for batched inputs; padding rows are zero.
+    """
+    if boxes_yxyx_abs.shape.rank == 2:
+        batched = {k: rec[k][None] for k in ("classes", "is_crowd", "area")}
+        out = select_objects(batched, boxes_yxyx_abs[None], max_objects, drop_crowd,
+                             tf.ones_like(batched["classes"], tf.bool))
+        return tuple(x[0] for x in out)
+    keep = present & tf.equal(rec["is_crowd"], 0) if drop_crowd else present  # [B, N]
+    key = tf.where(keep, -box_lib.area_yxyx(boxes_yxyx_abs), float("inf"))  # kept first, largest first
+    order = tf.argsort(key, axis=1, stable=True)[:, :max_objects]  # [B, min(N, K)]
+    kept = tf.reduce_sum(tf.cast(keep, tf.int32), 1)  # [B]
+    count = tf.minimum(kept, max_objects)
+    real = tf.range(tf.shape(order)[1])[None] < count[:, None]  # [B, min(N, K)]
+    pad = max_objects - tf.shape(order)[1]
+
+    def take(x):
+        x = tf.gather(x, order, batch_dims=1)
+        x = tf.where(tf.reshape(real, tf.concat([tf.shape(real), tf.ones([x.shape.rank - 2], tf.int32)], 0)),
+                     x, tf.zeros_like(x))
+        x = tf.pad(x, [[0, 0], [0, pad]] + [[0, 0]] * (x.shape.rank - 2))
+        return tf.ensure_shape(x, [None, max_objects] + x.shape[2:])
+
+    out = [take(boxes_yxyx_abs)] + [take(rec[k]) for k in ("classes", "is_crowd", "area")]
+    return (*out, count, kept - count)
+
+
+def _batch_targets(batch, cfg: ExperimentConfig, training: bool):
+    """A batch of decoded images -> ``(features, targets)``: objects parsed, chosen, encoded."""
+    size, d = cfg.model.input_size, cfg.data
+    ex = tf.io.parse_example(batch["serialized"], _OBJECT_FEATURES)
+    present = tf.sequence_mask(ex["image/object/class/label"].row_lengths())  # [B, N]
+    dense = {k: ex[k].to_tensor() for k in _LISTS}  # [B, N] each (equal lengths: _check_record)
+    boxes_norm = tf.stack([dense[f"image/object/bbox/{k}"] for k in ("ymin", "xmin", "ymax", "xmax")], -1)
+    hw = batch["original_hw"]  # [B, 2]
+    boxes_abs = box_lib.convert(boxes_norm, "yxyx_norm", "yxyx_abs", hw[:, None, :])  # [B, N, 4] original px
+    rec = {"classes": tf.cast(dense["image/object/class/label"], tf.int32),
+           "is_crowd": tf.cast(dense["image/object/is_crowd"], tf.int32), "area": dense["image/object/area"]}
+    boxes, classes, crowd, area, count, dropped = select_objects(rec, boxes_abs, d.max_objects, training, present)
+    input_boxes = augment.transform_boxes(boxes, batch["affine"], size)  # [B, K, 4] input px
+    input_boxes = tf.where(batch["flip"][:, None, None], augment.flip_boxes(input_boxes, size), input_boxes)
+    real = tf.range(d.max_objects)[None] < count[:, None]  # [B, K]
     targets = targets_lib.encode(input_boxes, classes, real & tf.equal(crowd, 0), cfg.model.num_classes,
                                  (size // STRIDE, size // STRIDE), STRIDE, d.min_overlap)
-    features = {"image": tf.ensure_shape(pixels, [size, size, 3]), "dropped_objects": dropped,
-                "skipped_records": rec["skipped"]}
+    features = {"image": batch["image"], "dropped_objects": dropped, "skipped_records": batch["skipped"]}
     if not training:
-        features.update(source_id=rec["source_id"], original_hw=hw, scale=tf.cast(scale, tf.float32),
-                        gt_boxes_yxyx_abs=boxes, gt_classes=classes, gt_is_crowd=crowd, gt_area=area,
-                        gt_count=count)
+        features.update(source_id=tf.strings.to_number(ex["image/source_id"], tf.int64), original_hw=hw,
+                        scale=batch["affine"][:, 0], gt_boxes_yxyx_abs=boxes, gt_classes=classes,
+                        gt_is_crowd=crowd, gt_area=area, gt_count=count)
     return features, targets
-
-
-def _count_skipped(count, rec):
-    """scan step: running count of records failing the format check."""
-    count = count + tf.cast(~rec["ok"], tf.int64)
-    return count, dict(rec, skipped=count)
 
 
 def build_dataset(pattern: str, cfg: ExperimentConfig, training: bool, *, batch_size: int | None = None,
@@ -165,15 +207,19 @@ def build_dataset(pattern: str, cfg: ExperimentConfig, training: bool, *, batch_
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if training:
         ds = ds.shuffle(cfg.data.shuffle_buffer, seed=seed if cfg.data.deterministic else None).repeat()
-    ds = ds.map(parse_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.scan(tf.constant(0, tf.int64), _count_skipped).filter(lambda rec: rec["ok"])
-    seeds = tf.data.Dataset.random(seed=seed if cfg.data.deterministic else None).batch(2)  # [2] per element
-    ds = tf.data.Dataset.zip(ds, seeds)
-    ds = ds.map(lambda rec, s: _example(rec, s, cfg, training), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=deterministic)
-    ds = ds.ignore_errors(log_warning=True)
+    ds = ds.scan(tf.constant(0, tf.int64), _check_record).filter(lambda rec: rec["ok"])
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed if cfg.data.deterministic else None).batch(2)  # [2] per element
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda rec, s: _train_image(rec, s, cfg),
+                                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    else:
+        ds = ds.map(lambda rec: _eval_image(rec, cfg.model.input_size), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=deterministic)
+    ds = ds.ignore_errors(log_warning=True)  # images failing to decode despite the format check
     ds = ds.batch(batch_size, drop_remainder=bool(cfg.runtime.drop_remainder) and training,
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(lambda batch: _batch_targets(batch, cfg, training), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic)
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
