@@ -1,0 +1,171 @@
+"""What a run directory holds besides the config: checkpoints, the best checkpoint, categories.
+
+Layout of ``model_dir`` (written by the chief process only)::
+
+    config.yaml            resolved config (config.save_run_config)
+    dataset.meta.json      the training set's metadata, including its category table
+    checkpoint, ckpt-N.*   the last ``train.keep_checkpoints`` checkpoints: model,
+                           optimizer (its step counter drives the LR schedule) and ``step``
+    best/ckpt-N.*, best/best.json   the checkpoint with the highest eval AP so far
+    logs/train, logs/eval  TensorBoard events
+
+Heads are tracked explicitly next to the model: Keras keeps them in a list of dicts,
+which ``tf.train.Checkpoint`` does not follow on its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from centernet_core import config as config_lib
+from centernet_core import storage
+from centernet_core.errors import ConfigError
+
+RUN_METADATA_FILENAME = "dataset.meta.json"
+BEST_DIR = "best"
+BEST_FILENAME = "best.json"
+CHECKPOINT_NAME = "ckpt"
+
+
+def model_trackables(model) -> dict:
+    """Objects to give ``tf.train.Checkpoint`` for ``model``: the model and its heads."""
+    out = {"model": model}
+    heads = getattr(model, "heads", None)
+    if heads:
+        out["heads"] = tf.train.Checkpoint(**{h.name: h for stack in heads for h in stack.values()})
+    return out
+
+
+def latest_checkpoint(path: str) -> str | None:
+    """The newest checkpoint prefix in run directory ``path``, or ``path`` itself if it is one."""
+    if storage.exists(path + ".index"):
+        return path
+    return tf.train.latest_checkpoint(path) if storage.isdir(path) else None
+
+
+class RunState:
+    """The checkpointed training state of one run: model, optimizer and ``step``.
+
+    Args:
+      model, optimizer: built inside the strategy scope; the optimizer already built on
+        ``model.trainable_variables`` so a restore assigns its slots at once.
+      model_dir: the run directory.
+      keep: how many recent checkpoints to keep (``train.keep_checkpoints``).
+      chief: only the chief writes into ``model_dir``; other workers of a multi-worker job
+        write to a private temporary directory that ``close()`` deletes (every worker must
+        take part in saving).
+    """
+
+    def __init__(self, model, optimizer, model_dir: str, keep: int, chief: bool = True):
+        self.model_dir, self.chief = model_dir, chief
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self._objects = dict(model_trackables(model), optimizer=optimizer, step=self.step)
+        self.checkpoint = tf.train.Checkpoint(**self._objects)
+        self._scratch = None if chief else tempfile.mkdtemp(prefix="centernet-worker-")
+        directory = model_dir if chief else self._scratch
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep,
+                                                  checkpoint_name=CHECKPOINT_NAME)
+        self._best = None
+        if chief:
+            best = tf.train.Checkpoint(step=self.step, **model_trackables(model))
+            self._best = tf.train.CheckpointManager(best, storage.join(model_dir, BEST_DIR), max_to_keep=1,
+                                                    checkpoint_name=CHECKPOINT_NAME)
+
+    def restore_latest(self) -> int | None:
+        """Restore the newest checkpoint of ``model_dir``; its step, or None when there is none."""
+        path = tf.train.latest_checkpoint(self.model_dir)
+        if path is None:
+            return None
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as e:
+            raise ConfigError(f"{path} does not fit this model ({str(e).splitlines()[0]}); the run directory "
+                              "belongs to another model: use a new --model-dir") from None
+        return int(self.step.numpy())
+
+    def save(self, step: int) -> str:
+        """Write a checkpoint at ``step`` (all workers call this; only the chief's is kept)."""
+        self.step.assign(step)
+        return self.manager.save(checkpoint_number=step)
+
+    def best_metrics(self) -> dict | None:
+        path = storage.join(self.model_dir, BEST_DIR, BEST_FILENAME)
+        return json.loads(storage.read_text(path)) if storage.exists(path) else None
+
+    def save_best(self, step: int, metrics: dict, key: str = "AP") -> bool:
+        """Keep this state as ``best/`` when ``metrics[key]`` beats the best so far; True if it did."""
+        if not self.chief:
+            return False
+        best = self.best_metrics()
+        if best is not None and best["metrics"].get(key, -1.0) >= metrics[key]:
+            return False
+        self.step.assign(step)
+        self._best.save(checkpoint_number=step)
+        record = {"step": step, "key": key, "metrics": {k: v for k, v in metrics.items() if k != "per_class"}}
+        storage.write_text_atomic(storage.join(self.model_dir, BEST_DIR, BEST_FILENAME), json.dumps(record, indent=1))
+        return True
+
+    def close(self) -> None:
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def write_run_files(cfg, model_dir: str, metadata: dict) -> None:
+    """The resolved config and the dataset metadata (category table) into ``model_dir``."""
+    storage.makedirs(model_dir)
+    config_lib.save_run_config(cfg, model_dir)
+    storage.write_text_atomic(storage.join(model_dir, RUN_METADATA_FILENAME),
+                              json.dumps(metadata, indent=1, ensure_ascii=False))
+
+
+def check_resumable(cfg, model_dir: str) -> None:
+    """Refuse to resume a run directory whose model differs from ``cfg.model``."""
+    if not storage.exists(storage.join(model_dir, config_lib.CONFIG_FILENAME)) or \
+            tf.train.latest_checkpoint(model_dir) is None:
+        return
+    old = config_lib.load_run_config(model_dir).model
+    new = cfg.model
+    fields = [f.name for f in dataclasses.fields(new) if f.name != "backbone_weights"
+              and getattr(old, f.name) != getattr(new, f.name)]
+    if fields:
+        shown = ", ".join(f"model.{f}: {getattr(old, f)} -> {getattr(new, f)}" for f in fields)
+        raise ConfigError(f"{model_dir} holds checkpoints of another model ({shown}); use a new --model-dir "
+                          "or --init-checkpoint to start from it")
+
+
+def init_from_checkpoint(model, cfg, path: str, build_model) -> str:
+    """Initialise ``model`` from another run's checkpoint; return "model" or "backbone".
+
+    ``path`` is a run directory (its newest checkpoint is used) or a checkpoint prefix
+    inside one. When the source run's ``model`` section equals ``cfg.model`` (ignoring
+    ``backbone_weights``) the whole model is restored; when only the class count or head
+    width differ, only the backbone is, and the heads keep their fresh initialisation.
+    ``build_model(cfg)`` builds the source model (called inside the caller's strategy scope).
+    """
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise ConfigError(f"--init-checkpoint {path}: no checkpoint there (give a run directory of "
+                          "`centernet train` or a ckpt-N prefix inside one)")
+    src_cfg = config_lib.load_run_config(path)
+    src, dst = src_cfg.model, cfg.model
+    if src.backbone != dst.backbone or src.width != dst.width:
+        raise ConfigError(f"--init-checkpoint {path}: its backbone is {src.backbone} (width {src.width}), this "
+                          f"run's is {dst.backbone} (width {dst.width}); they must match")
+    whole = all(getattr(src, f.name) == getattr(dst, f.name) for f in dataclasses.fields(dst)
+                if f.name != "backbone_weights")
+    if whole:
+        tf.train.Checkpoint(**model_trackables(model)).restore(ckpt).expect_partial() \
+            .assert_existing_objects_matched()
+        return "model"
+    source = build_model(dataclasses.replace(src_cfg, model=dataclasses.replace(src, backbone_weights="")))
+    tf.train.Checkpoint(**model_trackables(source)).restore(ckpt).expect_partial().assert_existing_objects_matched()
+    for target, value in zip(model.backbone.weights, source.backbone.weights, strict=True):
+        if tuple(target.shape) != tuple(value.shape):
+            raise ConfigError(f"--init-checkpoint {path}: backbone weight {value.path} has shape "
+                              f"{tuple(value.shape)}, this model's {tuple(target.shape)}")
+        target.assign(value)
+    return "backbone"

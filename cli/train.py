@@ -1,0 +1,46 @@
+"""`centernet train`: resolve the config, call ``centernet_core.train.train``, print the outcome."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from centernet_cli.common import ConfigOpt, ExperimentOpt, ProfileOpt, SetOpt, console, resolve_config
+
+
+def train(
+    experiment: Optional[str] = ExperimentOpt,
+    config_file: Optional[str] = ConfigOpt,
+    profile: Optional[str] = ProfileOpt,
+    model_dir: str = typer.Option(..., "--model-dir", "-m", help="Run directory: checkpoints, config, logs. "
+                                  "Re-running the same command resumes from its newest checkpoint."),
+    data: Optional[str] = typer.Option(None, "--data", help="Training TFRecord pattern (overrides data.train)."),
+    val_data: Optional[str] = typer.Option(None, "--val-data",
+                                           help="Validation TFRecord pattern (overrides data.val)."),
+    set_: Optional[List[str]] = SetOpt,
+    init_checkpoint: Optional[str] = typer.Option(
+        None, "--init-checkpoint", help="Start a new run from another run directory or checkpoint (the backbone "
+        "only when the class count differs)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="COCO-evaluate on the validation data every "
+                                             "N steps and keep the best checkpoint in MODEL_DIR/best (0: never)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Log lines only, no progress bar."),
+):
+    """Train a CenterNet model; SIGTERM / Ctrl-C saves a checkpoint and stops, the same command resumes.
+
+    Example: centernet train --experiment shapes-tiny --profile cpu --model-dir runs/shapes --data data/shapes/train-*.tfrecord --val-data data/shapes/val-*.tfrecord --eval-every 500
+    """
+    cfg = resolve_config(experiment, config_file, profile, set_)
+    from centernet_core.train import train as run_training
+
+    result = run_training(cfg, model_dir, data=data, val_data=val_data, init_checkpoint=init_checkpoint,
+                          eval_every=eval_every, show_progress=not no_progress, console=console)
+    if result.status == "interrupted":
+        console.print(f"stopped by {result.signal} at step {result.step}; checkpoint saved in {model_dir}",
+                      highlight=False)
+        return
+    summary = f"finished at step {result.step}"
+    if result.losses:
+        summary += f", loss {result.losses['total']:.4f}"
+    if result.eval:
+        summary += f", AP {result.eval['AP']:.4f}, AP50 {result.eval['AP50']:.4f}"
+    console.print(f"{summary}; run directory: {model_dir}", highlight=False)

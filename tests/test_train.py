@@ -1,0 +1,185 @@
+"""The training loop in one process: input checks, run directory, resume, NaN stop, init, best, logs."""
+import dataclasses
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from centernet_core import checkpoints, optim
+from centernet_core import config as config_lib
+from centernet_core.errors import ConfigError, DataError
+from centernet_core.train import TrainingDiverged, train
+
+TINY = ["model.input_size=64", "runtime.global_batch_size=4", "train.scale_with_batch=false", "train.steps=4",
+        "train.warmup_steps=1", "runtime.steps_per_loop=2", "train.log_every=2", "train.checkpoint_every=2",
+        "data.shuffle_buffer=8", "train.keep_checkpoints=2"]
+
+
+def tiny_cfg(*extra):
+    return config_lib.resolve("shapes-tiny", profile="cpu", overrides=TINY + list(extra))
+
+
+def _train_pattern(shapes_dataset):
+    return os.path.join(shapes_dataset, "train-*.tfrecord")
+
+
+def _val_pattern(shapes_dataset):
+    return os.path.join(shapes_dataset, "val-*.tfrecord")
+
+
+def _checkpoint_steps(model_dir):
+    return sorted(int(p.split("ckpt-")[1].split(".")[0]) for p in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
+
+
+def _event_tags(directory):
+    tags = set()
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_missing_data_fails_before_anything_is_written(tmp_path):
+    run = str(tmp_path / "run")
+    with pytest.raises(DataError, match="no training data: pass --data PATTERN"):
+        train(tiny_cfg(), run)
+    with pytest.raises(DataError, match="no files match --data '/nowhere/train-\\*'"):
+        train(tiny_cfg(), run, data="/nowhere/train-*")
+    assert not os.path.exists(run)
+
+
+def test_class_count_mismatch_says_what_to_set(shapes_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="has 3 categories but model.num_classes is 5; add --set model.num_classes=3"):
+        train(tiny_cfg("model.num_classes=5"), str(tmp_path / "run"), data=_train_pattern(shapes_dataset))
+
+
+def test_eval_needs_validation_data(shapes_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="train.eval_every=2 needs validation data"):
+        train(tiny_cfg(), str(tmp_path / "run"), data=_train_pattern(shapes_dataset), eval_every=2)
+
+
+def test_run_directory_resume_and_learning_rate(shapes_dataset, tmp_path):
+    run = str(tmp_path / "run")
+    cfg = tiny_cfg("train.steps=6", "train.schedule=step", "train.decay_boundaries=[3]", "train.decay_rate=0.5")
+    first = train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=4)), run,
+                  data=_train_pattern(shapes_dataset), show_progress=False)
+    assert (first.step, first.start_step, first.status) == (4, 0, "finished")
+    assert np.isfinite(first.losses["total"]) and set(first.losses) == {"total", "heatmap", "size", "offset"}
+    assert _checkpoint_steps(run) == [2, 4]  # keep_checkpoints=2
+    saved = config_lib.load_run_config(run)
+    assert saved.data.train == _train_pattern(shapes_dataset) and saved.model.input_size == 64
+    meta = json.load(open(os.path.join(run, checkpoints.RUN_METADATA_FILENAME)))
+    assert [c["name"] for c in meta["categories"]] == ["circle", "square", "triangle"]
+    assert {"loss/total", "loss/heatmap", "loss/size", "loss/offset", "learning_rate",
+            "images_per_second"} <= _event_tags(os.path.join(run, "logs", "train"))
+
+    second = train(cfg, run, data=_train_pattern(shapes_dataset), show_progress=False)
+    assert (second.start_step, second.step) == (4, 6)
+    assert _checkpoint_steps(run) == [4, 6]
+    optimizer_steps = tf.train.load_variable(tf.train.latest_checkpoint(run),
+                                             "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(optimizer_steps) == 6  # the schedule continues from the restored optimizer step
+    schedule = optim.learning_rate_schedule(cfg.train)
+    assert float(schedule(6)) == pytest.approx(cfg.train.learning_rate * 0.5)
+
+
+def test_resume_refuses_another_model(shapes_dataset, tmp_path):
+    run = str(tmp_path / "run")
+    train(tiny_cfg("train.steps=2"), run, data=_train_pattern(shapes_dataset), show_progress=False)
+    with pytest.raises(ConfigError, match="holds checkpoints of another model \\(model.head_channels: 32 -> 16\\)"):
+        train(tiny_cfg("model.head_channels=16"), run, data=_train_pattern(shapes_dataset))
+
+
+def test_nan_in_the_data_stops_and_keeps_the_last_good_checkpoint(shapes_dataset, tmp_path):
+    cfg = tiny_cfg("train.steps=8")
+    from centernet_core.data.pipeline import build_dataset
+
+    def poisoned(ctx):
+        ds = build_dataset(_train_pattern(shapes_dataset), cfg, True, batch_size=4, input_context=ctx)
+
+        def plant(i, batch):
+            features, targets = batch
+            image = tf.where(i == 4, features["image"] * np.nan, features["image"])  # the 5th step's batch
+            return dict(features, image=image), targets
+        return ds.enumerate().map(plant)
+
+    run = str(tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"loss is NaN or Inf at step 5; .*last good checkpoint: .*ckpt-4\)"):
+        train(cfg, run, dataset_fn=poisoned, show_progress=False)
+    assert _checkpoint_steps(run) == [2, 4]
+    restored = tf.train.load_variable(tf.train.latest_checkpoint(run), "step/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(restored) == 4
+
+
+def test_init_checkpoint_with_new_class_count_keeps_backbone(shapes_dataset, tmp_path):
+    from centernet_core.model import build_model
+
+    source_dir = str(tmp_path / "source")
+    source = train(tiny_cfg("train.steps=2"), source_dir, data=_train_pattern(shapes_dataset), show_progress=False)
+    trained = [w.numpy() for w in source.model.backbone.weights]
+    new_cfg = tiny_cfg("model.num_classes=2")
+    model = build_model(new_cfg)
+    fresh_head = model.heads[-1]["heatmap"].weights[-2].numpy()
+    assert checkpoints.init_from_checkpoint(model, new_cfg, source_dir, build_model) == "backbone"
+    for w, expected in zip(model.backbone.weights, trained, strict=True):
+        np.testing.assert_array_equal(w.numpy(), expected)
+    np.testing.assert_array_equal(model.heads[-1]["heatmap"].weights[-2].numpy(), fresh_head)  # re-initialised
+    assert model.heads[-1]["heatmap"].weights[-2].shape[-1] == 2
+
+    same = build_model(tiny_cfg())
+    assert checkpoints.init_from_checkpoint(same, tiny_cfg(), source_dir, build_model) == "model"
+    images = tf.random.stateless_uniform([1, 64, 64, 3], [1, 2])
+    np.testing.assert_allclose(same(images)[-1]["heatmap"], source.model(images)[-1]["heatmap"], atol=1e-5)
+
+    with pytest.raises(ConfigError, match="its backbone is resnet18 \\(width 0.25\\), this run's is resnet18 "
+                                          "\\(width 0.5\\)"):
+        checkpoints.init_from_checkpoint(build_model(tiny_cfg("model.width=0.5")), tiny_cfg("model.width=0.5"),
+                                         source_dir, build_model)
+    run = train(tiny_cfg("train.steps=2"), str(tmp_path / "fine"), data=_train_pattern(shapes_dataset),
+                init_checkpoint=source_dir, show_progress=False)
+    assert run.init == "model"
+
+
+def test_best_checkpoint_follows_ap(tmp_path):
+    from centernet_core.model import build_model
+
+    model = build_model(tiny_cfg())
+    optimizer = optim.build_optimizer(tiny_cfg().train)
+    state = checkpoints.RunState(model, optimizer, str(tmp_path), keep=2)
+    assert state.save_best(10, {"AP": 0.1, "AP50": 0.3})
+    assert not state.save_best(20, {"AP": 0.05, "AP50": 0.4})
+    assert state.save_best(30, {"AP": 0.2, "AP50": 0.5, "per_class": {"circle": 0.1}})
+    best = json.load(open(tmp_path / "best" / "best.json"))
+    assert best == {"step": 30, "key": "AP", "metrics": {"AP": 0.2, "AP50": 0.5}}
+    assert tf.train.latest_checkpoint(str(tmp_path / "best")).endswith("ckpt-30")
+
+
+def test_train_and_eval_records_history_best_and_pictures(shapes_dataset, tmp_path):
+    run = str(tmp_path / "run")
+    result = train(tiny_cfg(), run, data=_train_pattern(shapes_dataset), val_data=_val_pattern(shapes_dataset),
+                   eval_every=2, show_progress=False)
+    history = [json.loads(line) for line in open(os.path.join(run, "eval.jsonl"))]
+    assert [h["step"] for h in history] == [2, 4]
+    assert all(0.0 <= h["AP"] <= 1.0 and h["minutes"] > 0 for h in history)
+    assert result.eval["AP"] == history[-1]["AP"]
+    best = json.load(open(os.path.join(run, "best", "best.json")))
+    assert best["step"] in (2, 4) and best["metrics"]["AP"] == max(h["AP"] for h in history)
+    tags = _event_tags(os.path.join(run, "logs", "eval"))
+    assert {"coco/AP", "coco/AP50", "coco/minutes", "detections"} <= tags
+    assert config_lib.load_run_config(run).train.eval_every == 2
+
+
+@pytest.mark.parametrize("precision, compute", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_runs_and_restores_the_policy(shapes_dataset, tmp_path, precision, compute):
+    import keras
+
+    result = train(tiny_cfg("train.steps=2", f"runtime.precision={precision}"), str(tmp_path / "run"),
+                   data=_train_pattern(shapes_dataset), show_progress=False)
+    assert result.step == 2 and np.isfinite(result.losses["total"])
+    assert result.model.heads[0]["heatmap"].compute_dtype == compute
+    assert keras.mixed_precision.global_policy().name == "float32"
+    names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(str(tmp_path / "run")))]
+    assert any("dynamic_scale" in n for n in names) == (precision == "mixed_float16")

@@ -1,0 +1,192 @@
+"""Training across processes and devices: mirrored == one device, two workers agree, SIGTERM resumes.
+
+Each case runs in fresh interpreters: logical CPU devices and multi-worker clusters must be
+set up before TensorFlow initialises. Loopback ports only; every wait is bounded.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model.input_size=64", "runtime.global_batch_size=4", "train.scale_with_batch=false", "train.steps=4",
+        "train.warmup_steps=1", "runtime.steps_per_loop=2", "train.log_every=2", "train.checkpoint_every=2",
+        "data.shuffle_buffer=8"]
+
+EQUIVALENCE = r"""
+import json, sys
+import numpy as np
+from centernet_core import config as config_lib, optim, runtime
+strategy = runtime.build_strategy(config_lib.RuntimeConfig(strategy=sys.argv[1], num_devices=int(sys.argv[2])))
+import keras
+import tensorflow as tf
+from centernet_core.data.pipeline import build_dataset
+from centernet_core.train import make_train_loop
+
+# A large Adam epsilon makes the update proportional to the gradient (not its sign), and a
+# small clip norm makes the global-norm clip act: both would expose a wrongly reduced gradient.
+cfg = config_lib.resolve("shapes-tiny", profile="cpu", overrides=sys.argv[4:] + [
+    "train.adam_epsilon=1.0", "train.clip_norm=0.5", "train.learning_rate=0.05", "train.schedule=constant",
+    "train.warmup_steps=0"])
+images = build_dataset(sys.argv[3], cfg, False, batch_size=1).unbatch().take(8)
+images = images.map(lambda f, t: ({"image": f["image"]}, t)).cache()
+
+def dataset_fn(ctx):
+    return images.batch(ctx.get_per_replica_batch_size(8)).repeat()
+
+class NoBatchNorm(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.trunk = [keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+                      keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")]
+        self.out = {"heatmap": keras.layers.Conv2D(3, 1, bias_initializer=keras.initializers.Constant(-2.19)),
+                    "size": keras.layers.Conv2D(2, 1), "offset": keras.layers.Conv2D(2, 1)}
+    def call(self, x, training=None):
+        for layer in self.trunk:
+            x = layer(x)
+        return [{k: layer(x) for k, layer in self.out.items()}]
+
+keras.utils.set_random_seed(0)
+with strategy.scope():
+    model = NoBatchNorm()
+    model(tf.zeros((1, 64, 64, 3)))
+    optimizer = optim.build_optimizer(cfg.train)
+    optimizer.build(model.trainable_variables)
+loop = make_train_loop(strategy, model, optimizer, cfg.train)
+iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+losses = []
+for _ in range(3):
+    done, sums, finite = loop(iterator, tf.constant(1))
+    losses.append({k: float(v) for k, v in sums.items()})
+print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": losses,
+                              "weights": [np.asarray(w).tolist() for w in model.weights]}))
+"""
+
+WORKER = r"""
+import hashlib, json, sys
+import numpy as np
+from centernet_core import config as config_lib
+from centernet_core.train import train
+cfg = config_lib.resolve("shapes-tiny", profile="multiworker", overrides=sys.argv[3:])
+result = train(cfg, sys.argv[1], data=sys.argv[2], show_progress=False)
+digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in result.model.weights)).hexdigest()
+trainable = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in result.model.trainable_weights)).hexdigest()
+print("RESULT " + json.dumps({"step": result.step, "loss": result.losses["total"], "digest": digest,
+                              "trainable": trainable}))
+"""
+
+
+def _python(args, env=None, timeout=300):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+
+
+def _result(proc):
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _cli(*args):
+    return ["-c", "from centernet_cli.main import main; main()", *args]
+
+
+def test_mirrored_two_cpus_equals_one_device(shapes_dataset):
+    pattern = os.path.join(shapes_dataset, "val-*.tfrecord")
+    args = ["model.input_size=64"]
+    one = _result(_python(["-c", EQUIVALENCE, "default", "0", pattern, *args]))
+    two = _result(_python(["-c", EQUIVALENCE, "mirrored", "2", pattern, *args]))
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    for a, b in zip(one["losses"], two["losses"]):
+        for k in ("total", "heatmap", "size", "offset"):
+            assert b[k] == pytest.approx(a[k], rel=2e-5), (k, one["losses"], two["losses"])
+    assert one["losses"][2]["total"] < one["losses"][0]["total"]  # it did learn: the updates matter
+    for wa, wb in zip(one["weights"], two["weights"], strict=True):
+        np.testing.assert_allclose(np.asarray(wb), np.asarray(wa), rtol=1e-4, atol=1e-6)
+
+
+def test_mirrored_real_model_and_batch_that_does_not_split(shapes_dataset, tmp_path):
+    pattern = os.path.join(shapes_dataset, "train-*.tfrecord")
+    base = ["train", "-e", "shapes-tiny", "-p", "cpu", "--data", pattern, "--no-progress",
+            "--set", "runtime.strategy=mirrored", "--set", "runtime.num_devices=2"]
+    sets = [x for item in TINY for x in ("--set", item)]
+    bad = _python(_cli(*base, "-m", str(tmp_path / "bad"), *sets, "--set", "runtime.global_batch_size=3"))
+    assert bad.returncode == 2
+    assert "runtime.global_batch_size=3 does not split over 2 replicas; try --set runtime.global_batch_size=2" \
+        in bad.stderr and "Traceback" not in bad.stderr
+    good = _python(_cli(*base, "-m", str(tmp_path / "good"), *sets))
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert "finished at step 4" in good.stdout
+    assert os.path.exists(tmp_path / "good" / "ckpt-4.index")
+
+
+def test_two_workers_end_with_identical_weights(shapes_dataset, tmp_path):
+    pattern = os.path.join(shapes_dataset, "train-*.tfrecord")
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    run = str(tmp_path / "run")
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, run, pattern, *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2"}))
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            results.append(_result(subprocess.CompletedProcess(p.args, p.returncode, out, err)))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [r["step"] for r in results] == [4, 4]
+    assert results[0]["trainable"] == results[1]["trainable"]
+    assert results[0]["digest"] == results[1]["digest"]
+    assert results[0]["loss"] == results[1]["loss"]
+    assert os.path.exists(os.path.join(run, "ckpt-4.index")) and os.path.exists(os.path.join(run, "config.yaml"))
+
+
+def test_sigterm_saves_and_the_same_command_resumes(shapes_dataset, tmp_path):
+    run = str(tmp_path / "run")
+    sets = [x for item in TINY + ["train.steps=600", "runtime.steps_per_loop=5", "train.checkpoint_every=5",
+                                  "train.log_every=50"] for x in ("--set", item)]
+    command = [sys.executable] + _cli("train", "-e", "shapes-tiny", "-p", "cpu", "-m", run, "--no-progress",
+                   "--data", os.path.join(shapes_dataset, "train-*.tfrecord"), *sets)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while not os.path.exists(os.path.join(run, "ckpt-5.index")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    stopped = int(out.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert 5 <= stopped < 600
+    assert os.path.exists(os.path.join(run, f"ckpt-{stopped}.index"))
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from step {stopped} (" in again.stdout
+    assert "finished at step 600" in again.stdout
