@@ -1,0 +1,186 @@
+"""``centernet export``: a trained model -> SavedModel / TFLite / ONNX, each checked after writing.
+
+Layout of the output directory::
+
+    saved_model/            signatures image_tensor (uint8 [N, h, w, 3], any h, w; also
+                            serving_default), encoded_image (string [N]), tf_example (string [N]);
+                            assets/categories.json
+    model.tflite            the image_tensor graph, float32 (model_float16.tflite: float16 weights)
+    model.onnx              the image_tensor graph (tf2onnx, opset export.onnx_opset)
+    categories.json         training index -> original id and name
+    export.json             what was written, input size, and each format's check
+
+All three formats hold the whole serving graph (``serving.Detector``): letterbox, RGB ->
+normalised BGR, model, decode, original pixels and category ids, so a runtime needs no
+preprocessing code. TFLite and ONNX take the ``image_tensor`` input with dynamic batch and
+size (resize the interpreter's input per call). They are converted from a frozen copy of
+the graph: the TFLite converter keeps Keras 3 variables as resource variables otherwise,
+which the interpreter reads as garbage.
+
+Check: each written format is loaded by its own runtime and run on a test picture; its
+detections must match the SavedModel's (``runners.match_detections``: boxes within 1 px,
+scores within 1e-3; float16 weights: 2 px and 2e-2, since weights lose bits).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Callable, Sequence
+
+import numpy as np
+
+from centernet_core import runners, storage
+from centernet_core.errors import CenterNetError, ConfigError
+
+TOLERANCE = {"saved_model": (1.0, 1e-3), "tflite": (1.0, 1e-3), "onnx": (1.0, 1e-3), "tflite_float16": (2.0, 2e-2)}
+
+
+class ExportCheckFailed(CenterNetError):
+    """An exported file does not reproduce the SavedModel's detections."""
+
+
+def sample_images() -> list[np.ndarray]:
+    """Two synthetic shapes pictures, uint8 [h, w, 3], with odd sizes (one tall, one wide)."""
+    from centernet_core.data.shapes import draw_image
+    return [np.asarray(draw_image(np.random.default_rng(seed), hw)[0].convert("RGB"), np.uint8)
+            for seed, hw in ((7, (181, 97)), (8, (75, 203)))]
+
+
+def build_detector(trained, flip: bool = False, scales: Sequence[float] | None = None):
+    """The ``serving.Detector`` of a ``trained.TrainedModel`` with its config's eval settings."""
+    from centernet_core.backbones import get_backbone_spec
+    from centernet_core.serving import Detector
+    cfg = trained.cfg
+    e = cfg.eval
+    return Detector(trained.model, cfg.model.input_size, cfg.model.num_classes, trained.category_ids,
+                    divisor=get_backbone_spec(cfg.model.backbone).input_divisor, flip=flip,
+                    scales=tuple(scales or (1.0,)), max_detections=e.max_detections,
+                    score_threshold=e.score_threshold, nms_iou=e.nms_iou)
+
+
+def frozen_image_tensor(detector):
+    """The ``image_tensor`` function with every variable folded into constants, outputs named."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    concrete = detector.image_tensor.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+    keys = tf.nest.flatten({k: k for k in concrete.structured_outputs})  # the frozen outputs' order
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=runners.INPUT_NAME)])
+    def image_tensor(images):
+        return dict(zip(keys, frozen(images)))
+    return image_tensor
+
+
+def write_saved_model(detector, categories: list[dict], path: str) -> None:
+    """``tf.saved_model.save`` with the four signatures and ``assets/categories.json``."""
+    import tensorflow as tf
+    with tempfile.TemporaryDirectory() as tmp:  # the asset is copied from here into saved_model/assets/
+        local = os.path.join(tmp, runners.CATEGORIES_FILE)
+        with open(local, "w", encoding="utf-8") as f:
+            json.dump(categories, f, indent=1, ensure_ascii=False)
+        detector.categories_file = tf.saved_model.Asset(local)
+        tf.saved_model.save(detector, path, signatures=detector.signatures())
+
+
+def write_tflite(frozen_fn, path: str, float16: bool = False) -> None:
+    import tensorflow as tf
+    holder = tf.Module()
+    holder.image_tensor = frozen_fn
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_fn.get_concrete_function()], holder)
+    if float16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    storage.write_bytes_atomic(path, converter.convert())
+
+
+def write_onnx(frozen_fn, path: str, opset: int) -> None:
+    try:
+        import tf2onnx
+    except ImportError as e:
+        raise ConfigError(f"tf2onnx is not installed ({e}); {runners.EXTRA_HINT}") from None
+    import tensorflow as tf
+    spec = [tf.TensorSpec([None, None, None, 3], tf.uint8, name=runners.INPUT_NAME)]
+    proto, _ = tf2onnx.convert.from_function(frozen_fn, input_signature=spec, opset=opset)
+    storage.write_bytes_atomic(path, proto.SerializeToString())
+
+
+def check_format(export_dir: str, fmt: str, reference: list[dict], images: list[np.ndarray]) -> dict:
+    """Run format ``fmt`` on ``images`` and match it against the ``reference`` outputs."""
+    box_tol, score_tol = TOLERANCE[fmt]
+    runner = runners.open_runner(export_dir, fmt)
+    checks = [runners.match_detections(ref, runner(img[None]), box_tol, score_tol) for ref, img in zip(reference, images)]
+    return {"ok": all(c["ok"] for c in checks), "checked": sum(c["checked"] for c in checks),
+            "unmatched": sum(c["unmatched"] for c in checks), "box_tol": box_tol, "score_tol": score_tol,
+            "max_box_diff": max(c["max_box_diff"] for c in checks),
+            "max_score_diff": max(c["max_score_diff"] for c in checks)}
+
+
+def export_trained(trained, output_dir: str, formats: Sequence[str] | None = None, tflite_float16: bool | None = None,
+                   onnx_opset: int | None = None, images: list[np.ndarray] | None = None,
+                   on_step: Callable[[str], None] | None = None) -> dict:
+    """Write the exports of ``trained`` (a ``trained.TrainedModel``) into ``output_dir`` and check them.
+
+    ``formats``, ``tflite_float16`` and ``onnx_opset`` default to ``cfg.export``; ``images``
+    (uint8 [h, w, 3] each) to ``sample_images()``. ``on_step(message)`` reports progress.
+    Returns the ``export.json`` dict; raises ExportCheckFailed when a format disagrees.
+    """
+    import tensorflow as tf
+    x = trained.cfg.export
+    formats = tuple(formats or x.formats)
+    unknown = [f for f in formats if f not in TOLERANCE or f == "tflite_float16"]
+    if unknown:
+        raise ConfigError(f"--format {','.join(unknown)}: valid formats are saved_model, tflite, onnx")
+    float16 = x.tflite_float16 if tflite_float16 is None else tflite_float16
+    opset = onnx_opset or x.onnx_opset
+    images = images or sample_images()
+    say = on_step or (lambda message: None)
+    storage.makedirs(output_dir)
+    detector = build_detector(trained)
+    categories = [dict(c) for c in trained.categories]
+    storage.write_text_atomic(storage.join(output_dir, runners.CATEGORIES_FILE),
+                              json.dumps(categories, indent=1, ensure_ascii=False))
+    say("SavedModel")  # always written: it is the reference the other formats are checked against
+    sm_path = storage.join(output_dir, runners.SAVED_MODEL_DIR)
+    write_saved_model(detector, categories, sm_path)
+    memory = [{k: v.numpy() for k, v in detector.image_tensor(tf.constant(img[None])).items()} for img in images]
+    reference = [runners.SavedModelRunner(sm_path)(img[None]) for img in images]
+    written = {"saved_model": sm_path}
+    report = {"saved_model": check_format(export_dir=output_dir, fmt="saved_model", reference=memory, images=images)}
+    frozen = frozen_image_tensor(detector) if set(formats) & {"tflite", "onnx"} else None
+    if "tflite" in formats:
+        say("TFLite")
+        written["tflite"] = storage.join(output_dir, runners.TFLITE_FILE)
+        write_tflite(frozen, written["tflite"])
+        if float16:
+            written["tflite_float16"] = storage.join(output_dir, runners.TFLITE_FP16_FILE)
+            write_tflite(frozen, written["tflite_float16"], float16=True)
+    if "onnx" in formats:
+        say("ONNX")
+        written["onnx"] = storage.join(output_dir, runners.ONNX_FILE)
+        write_onnx(frozen, written["onnx"], opset)
+    for fmt in written:
+        if fmt != "saved_model":
+            say(f"checking {fmt}")
+            report[fmt] = check_format(output_dir, fmt, reference, images)
+    summary = {"input_size": trained.cfg.model.input_size, "checkpoint": trained.checkpoint,
+               "max_detections": trained.cfg.eval.max_detections, "files": written, "checks": report,
+               "inputs": {"image_tensor": "uint8 [N, H, W, 3] RGB, any H, W",
+                          "encoded_image": "string [N] (SavedModel only)", "tf_example": "string [N] (SavedModel only)"}}
+    storage.write_text_atomic(storage.join(output_dir, "export.json"), json.dumps(summary, indent=1))
+    bad = [f"{fmt} ({r['unmatched']} of {r['checked']} detections differ; max box diff {r['max_box_diff']:.3g} px, "
+           f"score {r['max_score_diff']:.3g})" for fmt, r in report.items() if not r["ok"]]
+    if bad:
+        raise ExportCheckFailed(f"exports written to {output_dir} disagree with the in-memory model: {'; '.join(bad)}")
+    return summary
+
+
+def export_checkpoint(path: str, output_dir: str, formats: Sequence[str] | None = None,
+                      tflite_float16: bool | None = None, overrides: Sequence[str] = (),
+                      on_step: Callable[[str], None] | None = None) -> dict:
+    """``centernet export --ckpt PATH``: restore the run at ``path`` and ``export_trained`` it."""
+    from centernet_core.trained import load_trained
+    if storage.exists(storage.join(output_dir, runners.SAVED_MODEL_DIR)):
+        raise ConfigError(f"{output_dir} already holds an export; choose a new --output directory")
+    return export_trained(load_trained(path, overrides), output_dir, formats, tflite_float16, on_step=on_step)

@@ -1,0 +1,124 @@
+"""Run an exported detector in its own runtime: SavedModel (TF), TFLite (LiteRT), ONNX (ONNX Runtime).
+
+Every runner takes uint8 ``[N, h, w, 3]`` RGB (one size per call) and returns NumPy arrays
+``detection_boxes`` [N, D, 4] (ymin, xmin, ymax, xmax original pixels), ``detection_scores``
+[N, D], ``detection_classes`` [N, D] (original category ids), ``num_detections`` [N]: all
+three formats hold the whole serving graph (letterbox, model, decode, category table).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from centernet_core import storage
+from centernet_core.errors import ConfigError
+
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
+TFLITE_FP16_FILE = "model_float16.tflite"
+ONNX_FILE = "model.onnx"
+CATEGORIES_FILE = "categories.json"
+INPUT_NAME = "images"
+
+EXTRA_HINT = "install the export extra: pip install 'centernet[export]'"
+
+
+def _missing(package: str, e: Exception) -> ConfigError:
+    return ConfigError(f"{package} is not installed ({e}); {EXTRA_HINT}")
+
+
+class SavedModelRunner:
+    """The ``image_tensor`` signature of a SavedModel directory (or any of its signatures)."""
+
+    def __init__(self, path: str, signature: str = "image_tensor"):
+        import tensorflow as tf
+        self.loaded = tf.saved_model.load(path)
+        self.fn = self.loaded.signatures[signature]
+
+    def __call__(self, images) -> dict:
+        import tensorflow as tf
+        return {k: v.numpy() for k, v in self.fn(tf.constant(images)).items()}
+
+    def encoded(self, encoded: list[bytes]) -> dict:
+        """The ``encoded_image`` signature: image file bytes of any sizes, one batch."""
+        import tensorflow as tf
+        fn = self.loaded.signatures["encoded_image"]
+        return {k: v.numpy() for k, v in fn(encoded=tf.constant(encoded, dtype=tf.string)).items()}
+
+
+class TFLiteRunner:
+    """A ``.tflite`` export in ai-edge-litert's interpreter (input resized per call)."""
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as e:
+            raise _missing("ai-edge-litert", e) from None
+        self.interpreter = Interpreter(model_content=storage.read_bytes(path), num_threads=num_threads)
+        self.runner = self.interpreter.get_signature_runner()
+
+    def __call__(self, images) -> dict:
+        return dict(self.runner(**{INPUT_NAME: np.ascontiguousarray(images, np.uint8)}))
+
+
+class OnnxRunner:
+    """A ``.onnx`` export in ONNX Runtime (CPU)."""
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise _missing("onnxruntime", e) from None
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        self.session = ort.InferenceSession(storage.read_bytes(path), options, providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, images) -> dict:
+        out = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(images, np.uint8)})
+        return dict(zip(self.names, out))
+
+
+def open_runner(export_dir: str, fmt: str = "saved_model", **kwargs):
+    """The runner of format ``fmt`` ("saved_model", "tflite", "tflite_float16", "onnx") in ``export_dir``."""
+    files = {"saved_model": (SAVED_MODEL_DIR, SavedModelRunner), "tflite": (TFLITE_FILE, TFLiteRunner),
+             "tflite_float16": (TFLITE_FP16_FILE, TFLiteRunner), "onnx": (ONNX_FILE, OnnxRunner)}
+    if fmt not in files:
+        raise ConfigError(f"unknown export format '{fmt}'; valid: {', '.join(files)}")
+    name, cls = files[fmt]
+    path = storage.join(export_dir, name)
+    if not storage.exists(path):
+        raise ConfigError(f"{path} not found: export it first (centernet export --format {fmt.split('_')[0]})")
+    return cls(path, **kwargs)
+
+
+def match_detections(reference: dict, other: dict, box_tol: float = 1.0, score_tol: float = 1e-3) -> dict:
+    """Do ``other``'s detections agree with ``reference``'s?
+
+    The sorted scores of each image must agree within ``score_tol``, and every reference
+    detection safely inside the top D (score above the D-th score + ``score_tol``: below
+    that, order among equal scores decides who is in) must have a partner in ``other`` of
+    the same class, score within ``score_tol`` and every box side within ``box_tol`` pixels.
+    Matching by value, not by row, makes ties harmless.
+    Returns ``{"ok", "checked", "unmatched", "max_box_diff", "max_score_diff"}``.
+    """
+    checked = unmatched = 0
+    max_box = max_score = 0.0
+    for b in range(reference["detection_scores"].shape[0]):
+        ref_s, oth_s = reference["detection_scores"][b], other["detection_scores"][b]
+        max_score = max(max_score, float(np.abs(np.sort(ref_s) - np.sort(oth_s)).max()))
+        ref_b, oth_b = reference["detection_boxes"][b], other["detection_boxes"][b]
+        ref_c, oth_c = reference["detection_classes"][b], other["detection_classes"][b]
+        floor = ref_s[-1] + score_tol
+        for i in np.flatnonzero(ref_s > floor):
+            checked += 1
+            box_diff = np.abs(oth_b - ref_b[i]).max(axis=-1)  # [D]
+            score_diff = np.abs(oth_s - ref_s[i])
+            ok = (oth_c == ref_c[i]) & (box_diff <= box_tol) & (score_diff <= score_tol)
+            if not ok.any():
+                unmatched += 1
+                continue
+            j = int(np.argmin(np.where(ok, box_diff, np.inf)))
+            max_box, max_score = max(max_box, float(box_diff[j])), max(max_score, float(score_diff[j]))
+    return {"ok": unmatched == 0 and max_score <= score_tol, "checked": checked, "unmatched": unmatched,
+            "max_box_diff": max_box, "max_score_diff": max_score}

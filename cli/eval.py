@@ -1,0 +1,83 @@
+"""`centernet eval`: COCO box AP of a checkpoint on TFRecords, or of a results json."""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from centernet_cli.common import SetOpt, console
+from centernet_core.errors import ConfigError
+
+
+def metrics_table(metrics: dict, title: str = "COCO box metrics") -> Table:
+    """The 12 COCOeval numbers as a rich table (values x 100, as papers print them)."""
+    from centernet_core.coco_eval import stats_rows
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("COCOeval", style="dim")
+    table.add_column("value", justify="right")
+    for name, label, value in stats_rows(metrics):
+        table.add_row(name, label, "n/a" if value < 0 else f"{100 * value:.2f}")
+    return table
+
+
+def per_class_table(per_class: dict) -> Table:
+    table = Table(title="AP per category", title_justify="left")
+    table.add_column("category")
+    table.add_column("AP", justify="right")
+    for name, ap in sorted(per_class.items(), key=lambda kv: -1.0 if math.isnan(kv[1]) else -kv[1]):
+        table.add_row(str(name), "n/a (no ground truth)" if math.isnan(ap) else f"{100 * ap:.2f}")
+    return table
+
+
+def print_metrics(metrics: dict) -> None:
+    console.print(metrics_table(metrics))
+    if "per_class" in metrics:
+        console.print(per_class_table(metrics["per_class"]))
+
+
+def eval_(
+    ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Run directory of `centernet train`, its best/ dir, or a ckpt-N prefix."),
+    data: Optional[str] = typer.Option(None, "--data", help="Eval TFRecord pattern (default: the run's data.val)."),
+    annotations: Optional[str] = typer.Option(None, "--annotations", help="COCO instances json as ground truth (default: the records' boxes)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Flip test: average with the mirrored image (default: eval.flip)."),
+    scales: Optional[str] = typer.Option(None, "--scales", help="Multi-scale test, e.g. 0.5,0.75,1,1.25,1.5 (default: eval.scales)."),
+    output: Optional[str] = typer.Option(None, "--output", help="Write the COCO results json here."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also print AP per category."),
+    detections: Optional[str] = typer.Option(None, "--detections", help="Evaluate this COCO results json (needs --annotations; no model)."),
+    set_: Optional[List[str]] = SetOpt,
+):
+    """Evaluate a checkpoint (COCO box AP), or a results file against annotations.
+
+    Example: centernet eval --ckpt runs/shapes --flip --output results.json --per-class
+    Example: centernet eval --detections results.json --annotations instances_val2017.json
+    """
+    from centernet_core import evaluate
+
+    if detections:
+        if ckpt:
+            raise ConfigError("give either --ckpt (run a model) or --detections (evaluate a results file), not both")
+        if not annotations:
+            raise ConfigError("--detections needs --annotations FILE.json (the ground truth of the same images)")
+        metrics = evaluate.evaluate_detections(detections, annotations, per_class=per_class)
+        console.print(f"{metrics['detections']} detections from {detections}", highlight=False)
+        print_metrics(metrics)
+        return
+    if not ckpt:
+        raise ConfigError("nothing to evaluate: pass --ckpt RUN_DIR (or --detections FILE --annotations FILE)")
+    parsed = evaluate.parse_scales(scales)
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("eval", total=None)
+        metrics = evaluate.evaluate_checkpoint(
+            ckpt, data, flip=flip, scales=parsed, per_class=per_class or None, annotations=annotations,
+            output=output, overrides=set_ or [], on_start=lambda n: bar.update(task, total=n or None),
+            on_batch=lambda n: bar.advance(task, n))
+    console.print(f"{metrics['images']} images, {metrics['detections']} detections, checkpoint {metrics['checkpoint']}",
+                  highlight=False)
+    if output:
+        console.print(f"results: {output}", highlight=False)
+    print_metrics(metrics)

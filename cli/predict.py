@@ -1,0 +1,51 @@
+"""`centernet predict`: draw and save detections for image files."""
+from __future__ import annotations
+
+from typing import List
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from centernet_cli.common import console
+
+
+def summary_table(summary, limit: int = 20) -> Table:
+    table = Table(title=f"detections written to {summary.output_dir}", title_justify="left")
+    table.add_column("image")
+    table.add_column("detections", justify="right")
+    table.add_column("by category")
+    for row in summary.images[:limit]:
+        by = ", ".join(f"{name} {n}" for name, n in sorted(row["by_category"].items(), key=lambda kv: -kv[1]))
+        table.add_row(row["output"], str(row["detections"]), by)
+    if len(summary.images) > limit:
+        table.add_row(f"... and {len(summary.images) - limit} more", "", "")
+    return table
+
+
+def predict(
+    images: List[str] = typer.Argument(..., help="Image files, globs or directories."),
+    model: str = typer.Option(..., "--model", help="Export directory (centernet export), SavedModel, or run directory / checkpoint."),
+    output: str = typer.Option("predictions", "--output", help="Directory for the drawn pictures and json (not an input's directory)."),
+    threshold: float = typer.Option(0.3, "--threshold", help="Keep detections with score >= T."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per model call."),
+):
+    """Detect objects in pictures; write each with labelled boxes, per-image json and COCO results json.
+
+    Example: centernet predict photos/ extra.jpg --model exports/shapes --output predictions --threshold 0.4
+    """
+    from centernet_core.predict import predict_images
+
+    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("predict", total=None)
+        summary = predict_images(images, model, output, threshold=threshold, batch_size=batch_size,
+                                 on_start=lambda n: bar.update(task, total=n),
+                                 on_image=lambda path: bar.advance(task))
+    console.print(summary_table(summary))
+    if summary.skipped:
+        console.print(f"[yellow]skipped {len(summary.skipped)} unreadable file(s):[/]")
+        for path, reason in summary.skipped:
+            console.print(f"  {path}: {reason}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"{len(summary.images)} pictures, detections.json and images.json in {output}", highlight=False,
+                  soft_wrap=True)

@@ -1,0 +1,104 @@
+"""Predict: folders with good, grayscale, corrupt and unicode-named pictures; outputs never next to inputs."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from centernet_core.draw import color_for, draw_detections
+from centernet_core.errors import ConfigError
+from centernet_core.export import export_trained
+from centernet_core.predict import predict_images
+from centernet_core.trained import load_trained
+from test_evaluate import cli
+from tiny_run import tiny_run
+
+UNICODE_NAME = "fleur-été 花.png"
+
+
+@pytest.fixture(scope="module")
+def models(shapes_dataset, tmp_path_factory):
+    run_dir = tiny_run(shapes_dataset, tmp_path_factory.mktemp("predict-run"))
+    export_dir = str(tmp_path_factory.mktemp("predict-export") / "exp")
+    export_trained(load_trained(run_dir), export_dir, formats=("saved_model",))
+    return run_dir, export_dir
+
+
+@pytest.fixture()
+def photos(shapes_dataset, tmp_path):
+    """A folder: an RGBA PNG, a grayscale JPEG, a corrupt .jpg and a unicode-named PNG."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    val = os.path.join(shapes_dataset, "images", "val")
+    first, second = (Image.open(os.path.join(val, n)) for n in sorted(os.listdir(val))[:2])
+    first.convert("RGBA").save(folder / "colour.png")
+    second.convert("L").resize((100, 140)).save(folder / "grey.jpg", quality=90)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    first.resize((90, 61)).save(folder / UNICODE_NAME)
+    return folder
+
+
+@pytest.mark.parametrize("which", ["export", "checkpoint"])
+def test_predict_a_folder(models, photos, tmp_path, which):
+    model = models[1] if which == "export" else models[0]
+    out = tmp_path / f"out-{which}"
+    summary = predict_images([str(photos)], model, str(out), threshold=0.0, batch_size=2)
+    assert [os.path.basename(p) for p, _ in summary.skipped] == ["broken.jpg"]
+    assert sorted(r["output"] for r in summary.images) == sorted(["colour.png", "grey.jpg", UNICODE_NAME])
+    for row in summary.images:
+        drawn = Image.open(out / row["output"])
+        source = Image.open(photos / row["output"])
+        assert drawn.size == source.size and drawn.mode == "RGB"
+        record = json.loads((out / (row["output"] + ".json")).read_text(encoding="utf-8"))
+        assert len(record["detections"]) == row["detections"] == 100  # threshold 0 keeps every detection
+        boxes = np.array([d["bbox_yxyx"] for d in record["detections"]])
+        assert boxes.min() >= 0 and boxes[:, 2].max() <= source.height and boxes[:, 3].max() <= source.width
+        assert {d["category"] for d in record["detections"]} <= {"circle", "square", "triangle"}
+    images = json.loads((out / "images.json").read_text(encoding="utf-8"))
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": [], "categories": [{"id": i} for i in (1, 2, 3)]}
+    coco.createIndex()
+    results = coco.loadRes(str(out / "detections.json"))  # a valid COCO results file
+    assert len(results.getAnnIds()) == 300
+    assert sorted(os.listdir(photos)) == sorted(["colour.png", "grey.jpg", "broken.jpg", UNICODE_NAME])
+
+
+def test_export_and_checkpoint_predict_the_same(models, photos, tmp_path):
+    a = predict_images([str(photos / UNICODE_NAME)], models[1], str(tmp_path / "a"), threshold=0.2)
+    b = predict_images([str(photos / UNICODE_NAME)], models[0], str(tmp_path / "b"), threshold=0.2)
+    ra = json.loads((tmp_path / "a" / (UNICODE_NAME + ".json")).read_text(encoding="utf-8"))["detections"]
+    rb = json.loads((tmp_path / "b" / (UNICODE_NAME + ".json")).read_text(encoding="utf-8"))["detections"]
+    assert a.images[0]["detections"] == b.images[0]["detections"] == len(ra)
+    for da, db in zip(ra, rb):
+        assert da["category_id"] == db["category_id"] and abs(da["score"] - db["score"]) < 1e-4
+        np.testing.assert_allclose(da["bbox_xywh"], db["bbox_xywh"], atol=0.02)
+
+
+def test_output_directory_holding_an_input_is_refused(models, photos):
+    with pytest.raises(ConfigError, match="never writes next to its inputs"):
+        predict_images([str(photos)], models[1], str(photos))
+
+
+def test_same_names_from_two_folders_do_not_overwrite(models, photos, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(photos / "colour.png").save(other / "colour.png")
+    summary = predict_images([str(photos / "colour.png"), str(other / "colour.png")], models[1], str(tmp_path / "o"))
+    assert sorted(r["output"] for r in summary.images) == ["colour.png", "colour_1.png"]
+
+
+def test_predict_cli_lists_the_skipped_file(models, photos, tmp_path, capsys):
+    assert cli(["predict", str(photos), "--model", models[1], "--output", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "broken.jpg" in out and "skipped 1" in out
+    assert cli(["predict", str(photos), "--model", models[1], "--output", str(photos)]) == 2
+
+
+def test_draw_detections_paints_the_box_outline():
+    image = Image.new("RGB", (64, 48), (255, 255, 255))
+    drawn = np.asarray(draw_detections(image, np.array([[10.0, 20.0, 40.0, 50.0]]), [0.9], [2], ["square"]))
+    assert tuple(drawn[40, 35]) == color_for(2)  # bottom edge of the box
+    assert tuple(drawn[25, 35]) == (255, 255, 255)  # inside the box stays untouched
+    assert tuple(drawn[0, 0]) == (255, 255, 255)
