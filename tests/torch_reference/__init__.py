@@ -1,0 +1,1 @@
+"""Test-only PyTorch re-creations of the original networks, for numerical comparisons."""
