@@ -8,7 +8,7 @@ from rich.text import Text
 
 from centernet_core import __version__
 from centernet_core.errors import CenterNetError
-from centernet_core.tf_runtime import INSTALL_HINT
+from centernet_core.tf_runtime import INSTALL_HINT, require_tensorflow
 from centernet_cli.common import err_console
 
 app = typer.Typer(
@@ -39,12 +39,31 @@ def _root(
 def _register_commands() -> None:
     """Import and add the subcommands. Called inside main()'s error handling, so a missing
     TensorFlow becomes one line instead of an ImportError traceback."""
-    from centernet_cli import config_cmd, info, prepare, profiles
+    from centernet_cli import config_cmd, info, profiles
 
     app.add_typer(profiles.app, name="profiles")
-    app.command("config")(config_cmd.config)
+    from centernet_cli import prepare
     app.add_typer(prepare.app, name="prepare")
+    app.command("config")(config_cmd.config)
     app.command("info")(info.info)
+    from centernet_cli import import_cmd
+    app.command("import")(import_cmd.import_)
+    from centernet_cli import train
+    app.command("train")(train.train)
+    from centernet_cli import demo as demo_cmd, eval as eval_cmd, export as export_cmd, predict as predict_cmd
+    app.command("eval")(eval_cmd.eval_)
+    app.command("export")(export_cmd.export)
+    app.command("predict")(predict_cmd.predict)
+    app.command("demo")(demo_cmd.demo)
+
+
+# Commands that run TensorFlow; it is imported (quietly) before they start. (`prepare`
+# needs it only for remote paths and imports it itself then.)
+_TF_COMMANDS = {"info", "train", "eval", "export", "predict", "demo", "import"}
+
+
+def _command_of(argv: list[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def _error(message: str) -> None:
@@ -57,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     _state["debug"] = "--debug" in argv
     try:
         _register_commands()
+        if _command_of(argv) in _TF_COMMANDS and "--help" not in argv:
+            require_tensorflow(quiet=not _state["debug"])
         app(args=argv, standalone_mode=False)
     except ModuleNotFoundError as e:
         if not (e.name or "").split(".")[0] in ("tensorflow", "keras") or _state["debug"]:
@@ -75,9 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as e:  # click usage errors and unexpected failures
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors (click's, bundled in typer) and unexpected failures
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         if _state["debug"]:
