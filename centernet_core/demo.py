@@ -2,8 +2,8 @@
 
 prepare shapes (600 train / 100 val pictures, 128 px) -> train the ``shapes-tiny`` preset
 -> COCO evaluation against the val json -> export (SavedModel, plus TFLite / ONNX when
-their runtimes are installed) -> predict on a few val pictures from the export. About
-three minutes on two CPU cores. Each step is the core function the CLI command calls.
+their runtimes are installed) -> predict on a few val pictures from the export. Under
+10 minutes on two CPU cores (docs/benchmarks.md). Each step is the core function the CLI command calls.
 
 Layout of ``workdir``: ``data/`` (dataset), ``run/`` (checkpoints), ``results.json``
 (COCO results), ``export/``, ``predictions/`` (drawn pictures).

@@ -148,9 +148,14 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     if parent and not exists(parent):
         makedirs(parent)
     tmp = temp_name(path)
-    with open_file(tmp, "wb") as f:
-        f.write(data)
-    rename(tmp, path)
+    try:
+        with open_file(tmp, "wb") as f:
+            f.write(data)
+        rename(tmp, path)
+    except BaseException:
+        if exists(tmp):
+            remove(tmp)
+        raise
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -15,7 +15,7 @@ def demo(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the shapes-tiny preset's)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Log lines only, no progress bars."),
 ):
-    """The toolkit end to end on a synthetic dataset: about three minutes on two CPU cores.
+    """The toolkit end to end on a synthetic dataset: under 10 minutes on two CPU cores.
 
     Example: centernet demo --workdir centernet-demo
     """

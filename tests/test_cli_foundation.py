@@ -88,3 +88,16 @@ def test_builtin_schemes_need_no_plugin(tmp_path):
     storage.write_text_atomic(path, "hello")
     assert storage.read_text(path) == "hello"
     assert os.listdir(tmp_path / "a") == ["b.txt"]  # no temporary file left behind
+
+
+def test_failed_atomic_write_leaves_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+
+    def broken_rename(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "rename", broken_rename)
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_text_atomic(str(target), "new")
+    assert os.listdir(tmp_path) == ["out.json"] and target.read_text() == "old"
