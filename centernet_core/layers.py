@@ -9,6 +9,12 @@ DLA-34, the FPN path). Two behaviours matter beyond the obvious:
 * In inference (``training`` false) the batch norm is folded into the kernel and a bias,
   so the graph is conv + bias (+ add) + ReLU, which oneDNN / XLA fuse into one op. Training
   runs the ordinary Keras BatchNormalization (moving statistics, any strategy).
+  The fold reads the float32 variables, scales in float32 and casts to the compute dtype
+  once: per call that is one pass over the weights (Keras's autocast would cast the kernel
+  to bfloat16 and back first, three passes and a double rounding). ``freeze_for_inference``
+  goes further for eval / export: the folded weights are computed once, in the compute
+  dtype, and every inference call reuses them (HG-104 has 191M weights, so this saves a
+  pass over ~0.8 GB, plus ~0.4 GB more under mixed_bfloat16, per image).
 
 Shapes: inputs ``[B, H, W, Cin]``, outputs ``[B, ceil(H / s), ceil(W / s), filters]``, in the
 layer's compute dtype (float32, or bfloat16 / float16 under a mixed policy).
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from keras.src.backend import AutocastScope  # no public alias in Keras 3.15
 
 
 @keras.saving.register_keras_serializable(package="centernet")
@@ -45,6 +52,7 @@ class ConvBN(keras.layers.Layer):
                                         kernel_initializer="he_normal", dtype=self.dtype_policy, name="conv")
         self.bn = keras.layers.BatchNormalization(momentum=self.momentum, epsilon=self.epsilon,
                                                   dtype=self.dtype_policy, name="bn")
+        self._frozen = None  # (kernel, bias) from freeze_for_inference, or None
 
     def build(self, input_shape):
         self.conv.build(self._padded_shape(input_shape))
@@ -70,19 +78,44 @@ class ConvBN(keras.layers.Layer):
     def call(self, x, training=False):
         x = self._pad(x)
         if training:
+            # The weights are about to change: a frozen fold would go stale (evaluated when the
+            # call runs eagerly or is traced, which is before any inference function traced later).
+            self._frozen = None
             y = self.bn(self.conv(x), training=True)
         else:
-            y = self._folded(x)
+            kernel, bias = self._frozen if self._frozen is not None else self.folded_weights(x.dtype)
+            y = tf.nn.bias_add(tf.nn.conv2d(x, tf.cast(kernel, x.dtype), self.strides, self._padding),
+                               tf.cast(bias, x.dtype))
         return tf.nn.relu(y) if self.relu else y
 
-    def _folded(self, x):
-        """conv(x, W * g / sqrt(v + eps)) + (b - m * g / sqrt(v + eps)): BN folded into the conv."""
+    def folded_weights(self, dtype=tf.float32):
+        """BN folded into the conv: ``(kernel [k, k, Cin, F], bias [F])`` in ``dtype``.
+
+        kernel = W * g / sqrt(v + eps), bias = b - m * g / sqrt(v + eps), computed in float32
+        from the variables themselves (not autocast copies) and cast to ``dtype`` once.
+        """
         bn = self.bn
-        scale = tf.cast(bn.gamma, tf.float32) * tf.math.rsqrt(tf.cast(bn.moving_variance, tf.float32) + self.epsilon)
-        kernel = tf.cast(self.conv.kernel, tf.float32) * scale  # [k, k, Cin, F] * [F]
-        bias = tf.cast(bn.beta, tf.float32) - tf.cast(bn.moving_mean, tf.float32) * scale
-        y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), self.strides, self._padding)
-        return tf.nn.bias_add(y, tf.cast(bias, x.dtype))
+        with AutocastScope(None):  # read the stored (float32) variables
+            kernel, gamma, beta = self.conv.kernel.value, bn.gamma.value, bn.beta.value
+            mean, var = bn.moving_mean.value, bn.moving_variance.value
+        f32 = lambda t: tf.cast(t, tf.float32)  # noqa: E731
+        scale = f32(gamma) * tf.math.rsqrt(f32(var) + self.epsilon)  # [F]
+        kernel = f32(kernel) * scale  # [k, k, Cin, F] * [F]
+        bias = f32(beta) - f32(mean) * scale
+        return tf.cast(kernel, dtype), tf.cast(bias, dtype)
+
+    def freeze_for_inference(self):
+        """Compute the folded weights once, in the compute dtype; inference calls reuse them.
+
+        For eval and export after the weights are final: later changes to the variables
+        (``load_weights``, an optimizer step outside a ``training=True`` call of this layer) are
+        not seen until ``unfreeze`` or the next ``training=True`` call. Not saved with the model.
+        """
+        self._frozen = self.folded_weights(self.compute_dtype)
+
+    def unfreeze(self):
+        """Back to folding from the variables on every inference call."""
+        self._frozen = None
 
     def get_config(self):
         config = super().get_config()

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from centernet_core.backbones import build_backbone, get_backbone_spec
 from centernet_core.heads import OUTPUTS, make_heads
+from centernet_core.layers import ConvBN
 
 
 @keras.saving.register_keras_serializable(package="centernet")
@@ -92,6 +93,36 @@ def build_model(cfg, backbone: keras.Model | None = None) -> keras.Model:
     model = CenterNetModel(backbone, m.num_classes, m.head_channels, m.heatmap_bias, name=f"centernet_{m.backbone}")
     model.build((None, None, None, 3))
     return model
+
+
+def freeze_for_inference(model: keras.Model) -> int:
+    """Fold every ``ConvBN``'s batch norm into its conv once, in the compute dtype; returns the count.
+
+    Inference calls (``training=False``) then reuse the folded weights instead of re-folding
+    (and, under mixed precision, re-casting) all of them per call: for eval, prediction and
+    export once the weights are final. Call again after loading other weights; a
+    ``training=True`` call or ``unfreeze(model)`` drops the frozen weights. Outputs are the
+    per-call fold's, bit for bit (same ops, same single rounding).
+    """
+    layers = _conv_bns(model)
+    for layer in layers:
+        layer.freeze_for_inference()
+    return len(layers)
+
+
+def unfreeze(model: keras.Model) -> None:
+    """Undo ``freeze_for_inference``: fold from the variables on every call again."""
+    for layer in _conv_bns(model):
+        layer.unfreeze()
+
+
+def _conv_bns(layer) -> list:
+    if isinstance(layer, ConvBN):
+        return [layer]
+    children = list(getattr(layer, "layers", []))
+    if isinstance(layer, CenterNetModel):
+        children = [layer.backbone]
+    return [c for child in children for c in _conv_bns(child)]
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

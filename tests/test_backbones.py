@@ -69,6 +69,50 @@ def test_convbn_folded_inference_equals_batch_norm():
     np.testing.assert_allclose(bn(conv, training=False).numpy(), expected.numpy(), atol=1e-4)
 
 
+def _convbn_with_statistics(dtype="float32"):
+    layer = ConvBN(6, 3, 1, relu=False, epsilon=1e-5, dtype=dtype)
+    x = tf.random.stateless_normal((2, 8, 8, 4), seed=(3, 4))
+    layer(x)
+    rng = np.random.default_rng(0)
+    bn = layer.bn
+    for var, value in ((bn.gamma, rng.uniform(0.5, 2, 6)), (bn.beta, rng.normal(size=6)),
+                       (bn.moving_mean, rng.normal(size=6)), (bn.moving_variance, rng.uniform(0.5, 2, 6))):
+        var.assign(value.astype("float32"))
+    layer.conv.kernel.assign(layer.conv.kernel.numpy() + 1e-3)  # off the bfloat16 grid
+    return layer, x
+
+
+def test_convbn_bfloat16_fold_rounds_once_from_the_float32_variables():
+    layer, x = _convbn_with_statistics("mixed_bfloat16")
+    bn = layer.bn
+    scale = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + 1e-5)
+    kernel, bias = layer.folded_weights(tf.bfloat16)
+    assert kernel.dtype == tf.bfloat16 and layer.conv.kernel.dtype == "float32"
+    exact = tf.cast(tf.constant(layer.conv.kernel.numpy() * scale), tf.bfloat16)  # one rounding
+    np.testing.assert_array_equal(tf.cast(kernel, tf.float32).numpy(), tf.cast(exact, tf.float32).numpy())
+    np.testing.assert_allclose(tf.cast(bias, tf.float32).numpy(),
+                               bn.beta.numpy() - bn.moving_mean.numpy() * scale, rtol=1e-2)
+    assert layer(x, training=False).dtype == tf.bfloat16
+
+
+def test_convbn_frozen_fold_equals_per_call_fold_and_training_drops_it():
+    layer, x = _convbn_with_statistics()
+    per_call = layer(x, training=False).numpy()
+    layer.freeze_for_inference()
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), per_call)
+    layer.bn.moving_mean.assign(layer.bn.moving_mean + 1.0)
+    stale = layer(x, training=False).numpy()  # frozen: the documented contract
+    np.testing.assert_array_equal(stale, per_call)
+    layer(x, training=True)  # a training call drops the frozen weights
+    np.testing.assert_allclose(layer(x, training=False).numpy(), layer.bn(layer.conv(x), training=False).numpy(),
+                               atol=1e-4)
+    layer.freeze_for_inference()
+    layer.bn.moving_mean.assign(layer.bn.moving_mean + 1.0)
+    layer.unfreeze()
+    np.testing.assert_allclose(layer(x, training=False).numpy(), layer.bn(layer.conv(x), training=False).numpy(),
+                               atol=1e-4)
+
+
 def test_convbn_stride2_pads_symmetrically_like_pytorch():
     layer = ConvBN(3, 3, 2, relu=False)
     x = tf.random.stateless_normal((1, 8, 8, 2), seed=(5, 6))

@@ -7,7 +7,8 @@ import tensorflow as tf
 from centernet_core import config as config_lib
 from centernet_core.decode import decode
 from centernet_core.losses import centernet_loss, global_num_objects
-from centernet_core.model import CenterNetModel, backbone_of, build_model, num_stacks
+from centernet_core.model import (CenterNetModel, backbone_of, build_model, freeze_for_inference, num_stacks,
+                                  unfreeze)
 from centernet_core.targets import encode
 
 SIZES = {"hourglass104": 128, "hourglass52": 128}
@@ -62,6 +63,30 @@ def test_mixed_precision_forward_and_float32_loss():
     targets = {"heatmap": tf.zeros((1, 16, 16, 3)), "size": tf.zeros((1, 4, 2)), "offset": tf.zeros((1, 4, 2)),
                "indices": tf.zeros((1, 4), tf.int32), "mask": tf.zeros((1, 4))}
     assert centernet_loss(out, targets, 1.0)["total"].dtype == tf.float32
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "hourglass52"])
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_frozen_inference_equals_the_per_call_fold(backbone, precision):
+    try:
+        keras.mixed_precision.set_global_policy(precision)
+        model = build_model(tiny_cfg(backbone))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    size = SIZES.get(backbone, 64)
+    x = tf.random.stateless_uniform((1, size, size, 3), seed=(5, 6))
+    model(x, training=True)  # BN statistics away from their initial values
+    infer = tf.function(lambda images: model(images, training=False)[-1])
+    per_call = infer(x)
+    n_weights = len(model.weights)
+    assert freeze_for_inference(model) > 0
+    assert len(model.weights) == n_weights  # nothing new to save or restore
+    frozen = tf.function(lambda images: model(images, training=False)[-1])(x)
+    for key in ("heatmap", "size", "offset"):
+        assert frozen[key].dtype == per_call[key].dtype
+        np.testing.assert_array_equal(frozen[key].numpy(), per_call[key].numpy())
+    unfreeze(model)
+    np.testing.assert_array_equal(infer(x)["heatmap"].numpy(), per_call["heatmap"].numpy())
 
 
 def synthetic_batch(size=128, num_classes=3):
