@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from centernet_core import config as config_lib
 from centernet_core import storage
-from centernet_core.errors import ConfigError
+from centernet_core.errors import ConfigError, DataError
 
 RUN_METADATA_FILENAME = "dataset.meta.json"
 BEST_DIR = "best"
@@ -122,10 +122,18 @@ def write_run_files(cfg, model_dir: str, metadata: dict) -> None:
                               json.dumps(metadata, indent=1, ensure_ascii=False))
 
 
-def check_resumable(cfg, model_dir: str) -> None:
-    """Refuse to resume a run directory whose model differs from ``cfg.model``."""
-    if not storage.exists(storage.join(model_dir, config_lib.CONFIG_FILENAME)) or \
-            tf.train.latest_checkpoint(model_dir) is None:
+def check_resumable(cfg, model_dir: str, metadata: dict | None = None) -> None:
+    """Refuse to resume a run directory whose model or categories differ from this run's.
+
+    ``metadata``: the training set's metadata; its category table (index, id, name) must
+    equal the one in ``model_dir`` (``RUN_METADATA_FILENAME``), since a resumed model keeps
+    the class meaning it was trained with.
+    """
+    if tf.train.latest_checkpoint(model_dir) is None:
+        return
+    if metadata is not None:
+        _check_categories(model_dir, metadata)
+    if not storage.exists(storage.join(model_dir, config_lib.CONFIG_FILENAME)):
         return
     old = config_lib.load_run_config(model_dir).model
     new = cfg.model
@@ -137,14 +145,36 @@ def check_resumable(cfg, model_dir: str) -> None:
                           "or --init-checkpoint to start from it")
 
 
+def _category_table(metadata: dict) -> list[tuple[int, int, str]]:
+    return sorted((int(c["index"]), int(c["id"]), str(c["name"])) for c in metadata.get("categories", []))
+
+
+def _check_categories(model_dir: str, metadata: dict) -> None:
+    """DataError when ``model_dir``'s category table differs from ``metadata``'s (if it has one)."""
+    path = storage.join(model_dir, RUN_METADATA_FILENAME)
+    if not storage.exists(path):
+        return
+    had, got = _category_table(json.loads(storage.read_text(path))), _category_table(metadata)
+    if had == got:
+        return
+    i = next((i for i, (a, b) in enumerate(zip(had, got)) if a != b), min(len(had), len(got)))
+
+    def show(table):
+        return "index {} id {} {!r}".format(*table[i]) if i < len(table) else "nothing"
+    raise DataError(f"{model_dir} was trained on other categories ({show(had)} there, {show(got)} in this "
+                    "dataset); resume with the run's dataset, or use a new --model-dir")
+
+
 def init_from_checkpoint(model, cfg, path: str, build_model) -> str:
     """Initialise ``model`` from another run's checkpoint; return "model" or "backbone".
 
     ``path`` is a run directory (its newest checkpoint is used) or a checkpoint prefix
-    inside one. When the source run's ``model`` section equals ``cfg.model`` (ignoring
-    ``backbone_weights``) the whole model is restored; when only the class count or head
-    width differ, only the backbone is, and the heads keep their fresh initialisation.
-    ``build_model(cfg)`` builds the source model (called inside the caller's strategy scope).
+    inside one. The backbone and width must match. When the class count and head width
+    match too, the whole model is restored: the other ``model`` fields (input size, batch
+    norm settings, heatmap bias) change no weight's shape, so fine-tuning at another input
+    size keeps the trained heads. Otherwise only the backbone is restored and the heads keep
+    their fresh initialisation. ``build_model(cfg)`` builds the source model (called inside
+    the caller's strategy scope).
     """
     ckpt = latest_checkpoint(path)
     if ckpt is None:
@@ -155,8 +185,7 @@ def init_from_checkpoint(model, cfg, path: str, build_model) -> str:
     if src.backbone != dst.backbone or src.width != dst.width:
         raise ConfigError(f"--init-checkpoint {path}: its backbone is {src.backbone} (width {src.width}), this "
                           f"run's is {dst.backbone} (width {dst.width}); they must match")
-    whole = all(getattr(src, f.name) == getattr(dst, f.name) for f in dataclasses.fields(dst)
-                if f.name != "backbone_weights")
+    whole = (src.num_classes, src.head_channels) == (dst.num_classes, dst.head_channels)
     if whole:
         tf.train.Checkpoint(**model_trackables(model)).restore(ckpt).expect_partial() \
             .assert_existing_objects_matched()

@@ -200,7 +200,8 @@ def train(cfg, model_dir: str, data: str | None = None, val_data: str | None = N
       model_dir: run directory (any storage path); see ``checkpoints`` for its layout.
       data, val_data: TFRecord patterns overriding ``data.train`` / ``data.val``.
       init_checkpoint: run directory or checkpoint to start a *new* run from (whole model,
-        or only the backbone when the class count differs); ignored when resuming.
+        or only the backbone when the class count or head width differs); ignored when
+        resuming.
       eval_every: overrides ``train.eval_every`` (0 disables); the best checkpoint by COCO
         AP is kept in ``model_dir/best``.
       dataset_fn: ``fn(input_context) -> tf.data.Dataset`` of per-replica ``(features,
@@ -209,7 +210,7 @@ def train(cfg, model_dir: str, data: str | None = None, val_data: str | None = N
     Returns: ``TrainResult``. Raises TrainingDiverged on a NaN / Inf loss.
     """
     cfg, meta = resolve_inputs(cfg, data, val_data, eval_every, custom_data=dataset_fn is not None)
-    checkpoints.check_resumable(cfg, model_dir)
+    checkpoints.check_resumable(cfg, model_dir, meta)
     strategy = runtime.build_strategy(cfg.runtime)
     replicas = strategy.num_replicas_in_sync
     global_batch = cfg.runtime.global_batch_size
@@ -229,8 +230,7 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
     from centernet_core.model import build_model
 
     chief = runtime.is_chief(strategy)
-    if chief:
-        checkpoints.write_run_files(cfg, model_dir, meta)
+    keras.utils.set_random_seed(cfg.train.seed)  # initial weights (and unseeded TF ops) follow train.seed
     with strategy.scope():
         model = build_model(cfg)
         optimizer = optim.build_optimizer(cfg.train, cfg.runtime.precision)
@@ -241,6 +241,8 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
     if start is None and init_checkpoint:
         with strategy.scope():
             how = checkpoints.init_from_checkpoint(model, cfg, init_checkpoint, build_model)
+    if chief:  # after the restore, so a run directory that does not fit keeps its own files
+        checkpoints.write_run_files(cfg, model_dir, meta)
     step = start or 0
 
     def input_fn(ctx):
@@ -248,7 +250,8 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
             return dataset_fn(ctx)
         from centernet_core.data.pipeline import build_dataset
         per_replica = ctx.get_per_replica_batch_size(cfg.runtime.global_batch_size)
-        return build_dataset(cfg.data.train, cfg, True, batch_size=per_replica, input_context=ctx)
+        return build_dataset(cfg.data.train, cfg, True, batch_size=per_replica, input_context=ctx,
+                             start_step=start or 0)
 
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
     loop = make_train_loop(strategy, model, optimizer, cfg.train)
@@ -260,6 +263,9 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
     try:
         with TrainReporter(model_dir, total, step, active=chief, show_progress=show_progress, console=console) as rep, \
                 _StopOnSignal() as stop:
+            r = cfg.runtime
+            rep.print(f"profile {r.profile or '(none)'}: {r.strategy} strategy, {r.precision}, global batch "
+                      f"{r.global_batch_size} on {strategy.num_replicas_in_sync} replica(s)")
             if start is not None:
                 rep.print(f"resumed from step {start} ({tf.train.latest_checkpoint(model_dir)})")
             elif how:

@@ -4,12 +4,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from centernet_core import boxes as box_lib
+from centernet_core import coco_eval
 from centernet_core import config as config_lib
 from centernet_core.data import augment
+from centernet_core.data.coco_writer import write_coco_tfrecords
+from centernet_core.data.metadata import index_to_coco_id, load_metadata
 from centernet_core.data.pipeline import build_dataset
+from centernet_core.detect import detect
 from centernet_core.data.shapes import make_shapes_dataset
-from test_targets import decode_peaks
 
 
 def _cfg(*overrides):
@@ -38,6 +40,10 @@ def test_train_batch_contract_and_determinism(shapes_dataset):
     f2, t2 = _first(build_dataset(pattern, cfg, True, batch_size=4))
     np.testing.assert_array_equal(f["image"], f2["image"])
     np.testing.assert_array_equal(t["heatmap"], t2["heatmap"])
+    # a run resumed at step 8 draws another (reproducible) sequence instead of replaying step 0's
+    resumed = [_first(build_dataset(pattern, cfg, True, batch_size=4, start_step=8))[0]["image"] for _ in range(2)]
+    np.testing.assert_array_equal(resumed[0], resumed[1])
+    assert not np.allclose(resumed[0], f["image"])
 
 
 def test_config_fields_change_behaviour(shapes_dataset):
@@ -55,6 +61,12 @@ def test_config_fields_change_behaviour(shapes_dataset):
     for change in ("data.random_flip=true", "data.color_jitter=true", "data.crop_scales=0.6,1.3"):
         changed = _first(build_dataset(pattern, _cfg(*plain, change), True, batch_size=8))[0]["image"]
         assert not np.allclose(changed, base), change
+    # data.min_overlap: the CornerNet radius grows as the overlap asked for shrinks; peaks stay put
+    heat = {v: _first(build_dataset(pattern, _cfg(*plain, f"data.min_overlap={v}"), False, batch_size=24))[1]["heatmap"]
+            for v in (0.7, 0.3)}
+    np.testing.assert_array_equal(heat[0.7] == 1.0, heat[0.3] == 1.0)
+    assert (heat[0.3] > 0).sum() > (heat[0.7] > 0).sum()
+    assert (heat[0.3] >= heat[0.7]).all()
     f, t = _first(build_dataset(pattern, _cfg(*plain, "data.max_objects=1"), False, batch_size=24))
     per_image = _objects_per_image(shapes_dataset, "train")
     want = {sid: len(per_image[sid]) - 1 for sid in per_image}
@@ -70,29 +82,62 @@ def _objects_per_image(root, split):
     return out
 
 
+def _near_perfect_heads(t):
+    """Targets -> a stand-in model whose head maps are what a perfect model would output.
+
+    The heatmap target becomes logits (clipped off 0 and 1); size and offset rows are
+    scattered into ``[B, H, W, 2]`` maps at their centre indices.
+    """
+    p = np.clip(t["heatmap"], 1e-6, 1.0 - 1e-6)
+    b, h, w, _ = p.shape
+    maps = {k: np.zeros((b, h * w, 2), np.float32) for k in ("size", "offset")}
+    for i in range(b):
+        rows = t["mask"][i] > 0
+        assert len(set(t["indices"][i][rows])) == rows.sum(), "two objects share a centre cell: pick another seed"
+        for k in maps:
+            maps[k][i, t["indices"][i][rows]] = t[k][i][rows]
+    heads = {"heatmap": (np.log(p) - np.log1p(-p)).astype(np.float32),
+             **{k: v.reshape(b, h, w, 2) for k, v in maps.items()}}
+    return lambda images, training=False: [{k: tf.constant(v) for k, v in heads.items()}]
+
+
 def test_coco_json_through_encode_decode_back_to_coco_json(tmp_path):
-    """STYLE rule 3: json boxes -> records -> eval pipeline targets -> decode -> json boxes."""
+    """STYLE rule 3: json boxes -> records -> eval pipeline targets -> detect -> COCO results json.
+
+    Everything after the targets is the production path of ``evaluate``: ``detect`` (decode,
+    to_original) and ``coco_eval.detections_to_results`` with ids from the metadata file.
+    """
     root = str(tmp_path / "wide")
     make_shapes_dataset(root, train=1, val=6, size="100x72", seed=3)
+    data = json.load(open(os.path.join(root, "instances_val.json")))
+    new_id = {1: 90, 2: 5, 3: 17}  # gaps and another order: training index is not id - 1
+    for item, key in [(c, "id") for c in data["categories"]] + [(a, "category_id") for a in data["annotations"]]:
+        item[key] = new_id[item[key]]
+    (tmp_path / "gapped.json").write_text(json.dumps(data))
+    prefix = os.path.join(root, "gapped")
+    write_coco_tfrecords(os.path.join(root, "images", "val"), str(tmp_path / "gapped.json"), prefix)
+    meta = load_metadata(prefix)
+    category_ids = [index_to_coco_id(meta)[i] for i in range(len(meta["categories"]))]
+    assert category_ids == [5, 17, 90]
+
     cfg = _cfg("model.input_size=96")
-    f, t = _first(build_dataset(os.path.join(root, "val-*.tfrecord"), cfg, False, batch_size=6))
-    truth = _objects_per_image(root, "val")
-    for b, sid in enumerate(f["source_id"]):
-        scale = f["scale"][b]
-        np.testing.assert_allclose(scale, 96 / 100)
-        np.testing.assert_allclose(f["original_hw"][b], [72, 100])
-        assert (f["image"][b, 70:] == 0).all()  # padding at the bottom (72 * 0.96 = 69.1)
-        boxes_input, classes = decode_peaks(t["heatmap"][b], t["size"][b], t["offset"][b], t["indices"][b],
-                                            t["mask"][b])
-        boxes_xywh_coco = box_lib.convert(boxes_input / scale, "yxyx_abs", "xywh_coco")
-        want = sorted(truth[sid], key=lambda a: (a["bbox"][1], a["bbox"][0]))
-        got = sorted(zip(boxes_xywh_coco.tolist(), classes), key=lambda g: (g[0][1], g[0][0]))
-        assert len(got) == len(want)
-        for (g_box, g_cls), w in zip(got, want):
-            np.testing.assert_allclose(g_box, w["bbox"], atol=1.0 / scale)  # within 1 input pixel
-            assert g_cls + 1 == w["category_id"]
-        gt = f["gt_boxes_yxyx_abs"][b][: f["gt_count"][b]]
-        assert len(gt) == len(want)
+    f, t = _first(build_dataset(prefix + "-*.tfrecord", cfg, False, batch_size=6))
+    np.testing.assert_allclose(f["scale"], 96 / 100)
+    np.testing.assert_allclose(f["original_hw"], [[72, 100]] * 6)
+    assert (f["image"][:, 70:] == 0).all()  # padding at the bottom (72 * 0.96 = 69.1)
+    det = {k: v.numpy() for k, v in detect(_near_perfect_heads(t), tf.constant(f["image"]), f["scale"],
+                                           f["original_hw"], num_classes=3, max_detections=32,
+                                           score_threshold=0.5).items()}
+    results = coco_eval.detections_to_results(f["source_id"], det["boxes_yxyx_abs"], det["scores"], det["classes"],
+                                              det["num_detections"], category_ids)
+    assert sorted({r["image_id"] for r in results}) == sorted(im["id"] for im in data["images"])
+    assert len(results) == len(data["annotations"]) and min(r["score"] for r in results) > 0.999
+
+    def key(a):
+        return a["image_id"], a["category_id"], a["bbox"][1], a["bbox"][0]
+    for got, want in zip(sorted(results, key=key), sorted(data["annotations"], key=key), strict=True):
+        assert (got["image_id"], got["category_id"]) == (want["image_id"], want["category_id"])
+        np.testing.assert_allclose(got["bbox"], want["bbox"], atol=0.01)  # the results json rounds to 0.01 px
 
 
 def test_bad_records_are_skipped_and_counted(tmp_path, shapes_dataset):

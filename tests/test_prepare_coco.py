@@ -132,6 +132,30 @@ def test_two_workers_write_the_same_bytes(tmp_path, coco):
     assert sorted(os.listdir(tmp_path / "d")) == sorted(os.listdir(tmp_path / "c"))  # no temporary files left
 
 
+def test_rewrite_with_fewer_shards_leaves_no_stale_shards(tmp_path, coco, monkeypatch):
+    from centernet_core import storage
+
+    images_dir, data = coco
+    ann = _write_json(tmp_path, data)
+    out = tmp_path / "out"
+    write_coco_tfrecords(images_dir, ann, str(out / "ds"), num_shards=4)
+    write_coco_tfrecords(images_dir, ann, str(out / "ds-extra"), num_shards=1)  # another dataset, same dir
+    renames = []
+    real_rename = storage.rename
+
+    def rename(src, dst):  # is the old metadata still there while shards are being replaced?
+        renames.append(os.path.exists(out / "ds.meta.json"))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(storage, "rename", rename)
+    summary = write_coco_tfrecords(images_dir, ann, str(out / "ds"), num_shards=2)
+    assert renames[:2] == [False, False]  # the shard renames; the later ones are the json files
+    assert sorted(p.name for p in out.glob("*.tfrecord")) == [
+        "ds-00000-of-00002.tfrecord", "ds-00001-of-00002.tfrecord", "ds-extra-00000-of-00001.tfrecord"]
+    assert sorted(_records(str(out / "ds-0*-of-*.tfrecord"))) == [10, 11, 12, 13, 14, 15]
+    assert load_metadata(str(out / "ds"))["images"] == summary["images"] == 6
+
+
 def test_tfrecord_framing_matches_tensorflow(tmp_path):
     records = [b"", b"x", bytes(range(256)) * 400, ep.serialize_example({"a": ep.int64_feature([1])})]
     ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")

@@ -1,12 +1,16 @@
 """The training loop in one process: input checks, run directory, resume, NaN stop, init, best, logs."""
 import dataclasses
 import glob
+import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from rich.console import Console
 
 from centernet_core import checkpoints, optim
 from centernet_core import config as config_lib
@@ -61,11 +65,23 @@ def test_eval_needs_validation_data(shapes_dataset, tmp_path):
         train(tiny_cfg(), str(tmp_path / "run"), data=_train_pattern(shapes_dataset), eval_every=2)
 
 
-def test_run_directory_resume_and_learning_rate(shapes_dataset, tmp_path):
+def test_run_directory_resume_and_learning_rate(shapes_dataset, tmp_path, monkeypatch):
+    from centernet_core.data import pipeline
+
+    starts = []
+
+    def build_dataset(*args, start_step=0, **kwargs):
+        starts.append(start_step)
+        return real_build_dataset(*args, start_step=start_step, **kwargs)
+    real_build_dataset = pipeline.build_dataset
+    monkeypatch.setattr(pipeline, "build_dataset", build_dataset)
     run = str(tmp_path / "run")
     cfg = tiny_cfg("train.steps=6", "train.schedule=step", "train.decay_boundaries=[3]", "train.decay_rate=0.5")
+    out = io.StringIO()
     first = train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=4)), run,
-                  data=_train_pattern(shapes_dataset), show_progress=False)
+                  data=_train_pattern(shapes_dataset), show_progress=False, console=Console(file=out, width=200))
+    # runtime.profile is reported with what it chose
+    assert out.getvalue().splitlines()[0] == "profile cpu: default strategy, float32, global batch 4 on 1 replica(s)"
     assert (first.step, first.start_step, first.status) == (4, 0, "finished")
     assert np.isfinite(first.losses["total"]) and set(first.losses) == {"total", "heatmap", "size", "offset"}
     assert _checkpoint_steps(run) == [2, 4]  # keep_checkpoints=2
@@ -78,6 +94,7 @@ def test_run_directory_resume_and_learning_rate(shapes_dataset, tmp_path):
 
     second = train(cfg, run, data=_train_pattern(shapes_dataset), show_progress=False)
     assert (second.start_step, second.step) == (4, 6)
+    assert starts == [0, 4]  # the resumed pipeline is seeded by its start step, not replayed
     assert _checkpoint_steps(run) == [4, 6]
     optimizer_steps = tf.train.load_variable(tf.train.latest_checkpoint(run),
                                              "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
@@ -86,11 +103,53 @@ def test_run_directory_resume_and_learning_rate(shapes_dataset, tmp_path):
     assert float(schedule(6)) == pytest.approx(cfg.train.learning_rate * 0.5)
 
 
-def test_resume_refuses_another_model(shapes_dataset, tmp_path):
+def test_resume_refuses_another_model_or_categories(shapes_dataset, tmp_path):
     run = str(tmp_path / "run")
     train(tiny_cfg("train.steps=2"), run, data=_train_pattern(shapes_dataset), show_progress=False)
+    meta_name = checkpoints.RUN_METADATA_FILENAME
+    run_files = {name: open(os.path.join(run, name)).read() for name in ("config.yaml", meta_name)}
     with pytest.raises(ConfigError, match="holds checkpoints of another model \\(model.head_channels: 32 -> 16\\)"):
         train(tiny_cfg("model.head_channels=16"), run, data=_train_pattern(shapes_dataset))
+    # the same class count, other ids and names: the run's category table must not be replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(os.path.join(shapes_dataset, "train-00000-of-00001.tfrecord"), other)
+    meta = json.load(open(os.path.join(shapes_dataset, "train.meta.json")))
+    meta["categories"] = [dict(c, id=c["id"] + 10, name=c["name"].upper()) for c in meta["categories"]]
+    (other / "train.meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"^\S+ was trained on other categories \(index 0 id 1 'circle' there, "
+                                        r"index 0 id 11 'CIRCLE' in this dataset\); resume with the run's dataset"):
+        train(tiny_cfg("train.steps=4"), run, data=str(other / "train-*.tfrecord"))
+    assert {name: open(os.path.join(run, name)).read() for name in run_files} == run_files
+    # a failed restore leaves the run files alone too
+    os.remove(os.path.join(run, "config.yaml"))  # so check_resumable cannot see the model change
+    with pytest.raises(ConfigError, match="does not fit this model"):
+        train(tiny_cfg("model.head_channels=16"), run, data=_train_pattern(shapes_dataset), show_progress=False)
+    assert not os.path.exists(os.path.join(run, "config.yaml"))  # not written for the wrong model
+    assert open(os.path.join(run, meta_name)).read() == run_files[meta_name]
+
+
+def test_train_seed_sets_the_initial_weights(tmp_path, monkeypatch):
+    from centernet_core import model as model_lib
+
+    class Built(Exception):
+        pass
+
+    def initial_weights(seed):
+        def build_model(cfg):
+            raise Built([w.numpy() for w in model_lib_build(cfg).weights])
+        with monkeypatch.context() as m:
+            m.setattr(model_lib, "build_model", build_model)
+            with pytest.raises(Built) as built:
+                train(tiny_cfg(f"train.seed={seed}"), str(tmp_path / f"run{seed}"),
+                      dataset_fn=lambda ctx: None, show_progress=False)
+        return built.value.args[0]
+    model_lib_build = model_lib.build_model
+    tf.random.uniform([3])  # disturb the global random state: the seed must override it
+    a, b, c = initial_weights(1), initial_weights(1), initial_weights(2)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
 
 
 def test_nan_in_the_data_stops_and_keeps_the_last_good_checkpoint(shapes_dataset, tmp_path):
@@ -133,6 +192,13 @@ def test_init_checkpoint_with_new_class_count_keeps_backbone(shapes_dataset, tmp
     assert checkpoints.init_from_checkpoint(same, tiny_cfg(), source_dir, build_model) == "model"
     images = tf.random.stateless_uniform([1, 64, 64, 3], [1, 2])
     np.testing.assert_allclose(same(images)[-1]["heatmap"], source.model(images)[-1]["heatmap"], atol=1e-5)
+
+    bigger_cfg = tiny_cfg("model.input_size=96", "model.bn_momentum=0.99")  # fine-tune at another size
+    bigger = build_model(bigger_cfg)
+    assert checkpoints.init_from_checkpoint(bigger, bigger_cfg, source_dir, build_model) == "model"
+    for new_head, old_head in zip(bigger.heads[-1].values(), source.model.heads[-1].values(), strict=True):
+        for w, expected in zip(new_head.weights, old_head.weights, strict=True):
+            np.testing.assert_array_equal(w.numpy(), expected.numpy())  # trained heads kept
 
     with pytest.raises(ConfigError, match="its backbone is resnet18 \\(width 0.25\\), this run's is resnet18 "
                                           "\\(width 0.5\\)"):

@@ -15,8 +15,9 @@ Order of work, so a failure never leaves a dataset that looks complete:
 3. Missing or undecodable images: by default the temporary shards are deleted and one
    DataError lists the first few and the count. With ``skip_bad`` they are left out and
    listed with the reason in ``PREFIX.report.json``.
-4. Shards are renamed into place, the report is written, and ``PREFIX.meta.json``
-   (``metadata``) is written last.
+4. An old ``PREFIX.meta.json`` is removed, shards are renamed into place, shards of an
+   earlier run with another shard count are deleted, the report is written, and
+   ``PREFIX.meta.json`` (``metadata``) is written last.
 
 Images without annotations are kept as negatives. The returned summary dict holds the
 metadata counts plus ``report`` (path of the report file).
@@ -27,6 +28,7 @@ import json
 import math
 import multiprocessing as mp
 import queue as queue_lib
+import re
 import sys
 from typing import Callable
 
@@ -107,6 +109,21 @@ def _run_jobs(jobs: list, workers: int, total: int, on_progress) -> list:
         return pending.get()
 
 
+def _remove_stale_shards(output_prefix: str, finals: list[str]) -> None:
+    """Delete shards of ``output_prefix`` left by an earlier run with another shard count.
+
+    Shard globs (``PREFIX-*.tfrecord``) would otherwise read them alongside the new ones.
+    Only exact ``PREFIX-0000i-of-0000N.tfrecord`` names go: ``PREFIX-other-...`` belongs
+    to another dataset.
+    """
+    keep = {storage.basename(f) for f in finals}
+    exact = re.compile(re.escape(storage.basename(output_prefix)) + r"-\d{5}-of-\d{5}\.tfrecord")
+    for path in storage.glob(meta_lib.shard_pattern(output_prefix)):
+        name = storage.basename(path)
+        if name not in keep and exact.fullmatch(name):
+            storage.remove(path)
+
+
 def _bad_message(bad: list[dict], total: int) -> str:
     shown = "; ".join(f"{b['file_name']!r}: {b['reason']}" for b in bad[:_SHOW_BAD])
     more = f"; and {len(bad) - _SHOW_BAD} more" if len(bad) > _SHOW_BAD else ""
@@ -170,8 +187,13 @@ def write_coco_tfrecords(images_dir: str, annotations_file: str, output_prefix: 
             if storage.exists(t):
                 storage.remove(t)
         raise
+    # From the first rename on the old dataset is no longer whole: its metadata goes first,
+    # so no reader takes a mix of old and new shards for a finished dataset.
+    if storage.exists(meta_lib.metadata_path(output_prefix)):
+        storage.remove(meta_lib.metadata_path(output_prefix))
     for t, f in zip(temps, finals):
         storage.rename(t, f)
+    _remove_stale_shards(output_prefix, finals)
     counts["skipped_images"] = len(bad)
     report_path = output_prefix + ".report.json"
     storage.write_text_atomic(report_path, json.dumps(

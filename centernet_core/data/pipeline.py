@@ -1,6 +1,6 @@
 """The tf.data input pipeline: TFRecords -> ``(features, targets)`` batches.
 
-    ds = build_dataset(pattern, cfg, training, batch_size=None, input_context=None)
+    ds = build_dataset(pattern, cfg, training, batch_size=None, input_context=None, start_step=0)
 
 Letters: B batch, S ``model.input_size``, H W = S / 4, C ``model.num_classes``,
 K ``data.max_objects``. Contract (docs/design.md, "Pipeline output"):
@@ -20,9 +20,13 @@ K ``data.max_objects``. Contract (docs/design.md, "Pipeline output"):
   ``size``/``offset`` ``[B, K, 2]``, ``indices`` int32 ``[B, K]``, ``mask`` ``[B, K]``.
 
 Training: shuffled files and records, repeat, flip / colour jitter / random square crop
-per ``data.*``. Eval: one pass in file order, aspect-keeping resize, no drop of the last
-batch. Records whose image fails to decode despite the format check are dropped by
-``ignore_errors`` (logged), never crash training. Everything is graph-only.
+per ``data.*``. With ``data.deterministic`` the shuffles and augmentations are seeded by
+``train.seed``, the input pipeline id and the step training starts (or resumes) at: the
+iterator is not checkpointed, so a resumed run draws a new, reproducible sequence instead
+of replaying the one its first part already saw. Eval: one pass in file order,
+aspect-keeping resize, no drop of the last batch. Records whose image fails to decode
+despite the format check are dropped by ``ignore_errors`` (logged), never crash training.
+Everything is graph-only.
 
 Stages: records -> check (scan: format, object lists, skip count) -> per image: decode
 and place the pixels (``_train_image`` / ``_eval_image``, augment module) -> batch ->
@@ -31,6 +35,8 @@ targets (``_batch_targets``). Per-image work is only what touches pixels; everyt
 about boxes runs once per batch, vectorised.
 """
 from __future__ import annotations
+
+import hashlib
 
 import tensorflow as tf
 
@@ -168,8 +174,21 @@ def _batch_targets(batch, cfg: ExperimentConfig, training: bool):
     return features, targets
 
 
+def pipeline_seed(seed: int, pipeline_id: int, start_step: int) -> int:
+    """The tf.data seed of one input pipeline starting at ``start_step``.
+
+    ``seed + pipeline_id`` at step 0 (a fresh run's sequence); other steps hash all three
+    into 63 bits, so no two (pipeline, start) pairs of a run share a sequence.
+    """
+    if start_step == 0:
+        return seed + pipeline_id
+    digest = hashlib.sha256(f"{seed}/{pipeline_id}/{start_step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def build_dataset(pattern: str, cfg: ExperimentConfig, training: bool, *, batch_size: int | None = None,
-                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+                  input_context: tf.distribute.InputContext | None = None,
+                  start_step: int = 0) -> tf.data.Dataset:
     """Batches of ``(features, targets)`` from TFRecords matching ``pattern``.
 
     Args:
@@ -181,6 +200,8 @@ def build_dataset(pattern: str, cfg: ExperimentConfig, training: bool, *, batch_
         ``runtime.global_batch_size`` (training) or ``eval.batch_size`` (eval).
       input_context: from ``strategy.distribute_datasets_from_function``; files (or,
         with fewer files than pipelines, records) are sharded by its pipeline id.
+      start_step: the training step this dataset starts at; part of the seed (module
+        docstring).
     """
     files = storage.glob(pattern)
     if not files:
@@ -191,7 +212,7 @@ def build_dataset(pattern: str, cfg: ExperimentConfig, training: bool, *, batch_
         if input_context is not None and training:
             batch_size = input_context.get_per_replica_batch_size(batch_size)
     deterministic = bool(cfg.data.deterministic) or not training
-    seed = cfg.train.seed + (input_context.input_pipeline_id if input_context else 0)
+    seed = pipeline_seed(cfg.train.seed, input_context.input_pipeline_id if input_context else 0, start_step)
     ds = tf.data.Dataset.from_tensor_slices(files)
     shard_records = False
     if input_context is not None and input_context.num_input_pipelines > 1:
