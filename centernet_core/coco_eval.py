@@ -35,27 +35,36 @@ def _xywh(boxes_yxyx_abs: np.ndarray) -> np.ndarray:
     return np.asarray(boxes.convert(np.asarray(boxes_yxyx_abs, np.float64), "yxyx_abs", "xywh_coco"))
 
 
+def image_results(image_id: int, boxes_yxyx_abs: np.ndarray, scores: np.ndarray,
+                  category_ids: np.ndarray) -> list[dict]:
+    """One image's detections as COCO result dicts.
+
+    Args: boxes_yxyx_abs [n, 4] original-image pixels; scores [n]; category_ids [n] original ids.
+    Returns: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``, rounded to
+      0.01 px and 1e-5 in score (as written to the json).
+    """
+    xywh = _xywh(boxes_yxyx_abs).reshape(-1, 4)
+    return [{"image_id": int(image_id), "category_id": int(c), "bbox": [round(float(v), 2) for v in box],
+             "score": round(float(s), 5)} for box, s, c in zip(xywh, scores, category_ids)]
+
+
 def detections_to_results(image_ids: Sequence[int], boxes_yxyx_abs: np.ndarray, scores: np.ndarray,
                           classes: np.ndarray, num_detections: np.ndarray,
                           category_ids: Sequence[int]) -> list[dict]:
-    """One batch of detections as COCO result dicts.
+    """One batch of detections as COCO result dicts (``image_results`` of each image).
 
     Args:
       image_ids: [B] COCO image ids.
       boxes_yxyx_abs: [B, N, 4] in original-image pixels.
       scores: [B, N]; classes: [B, N] contiguous training indices; num_detections: [B].
       category_ids: training index -> original COCO category id.
-    Returns: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``, rounded
-      to 0.01 px and 1e-5 in score (as written to the json).
     """
-    xywh = _xywh(boxes_yxyx_abs)
     ids = np.asarray(category_ids)
     out = []
     for b, image_id in enumerate(image_ids):
-        for i in range(int(num_detections[b])):
-            out.append({"image_id": int(image_id), "category_id": int(ids[int(classes[b, i])]),
-                        "bbox": [round(float(v), 2) for v in xywh[b, i]],
-                        "score": round(float(scores[b, i]), 5)})
+        n = int(num_detections[b])
+        out += image_results(image_id, np.asarray(boxes_yxyx_abs)[b, :n], np.asarray(scores)[b, :n],
+                             ids[np.asarray(classes)[b, :n].astype(np.int64)])
     return out
 
 
@@ -67,8 +76,9 @@ class GroundTruthBuilder:
     """
 
     def __init__(self, categories: Sequence[dict]):
+        from centernet_core.data.metadata import index_to_coco_id
         self.categories = [{"id": int(c["id"]), "name": str(c["name"])} for c in categories]
-        self._ids = [int(c["id"]) for c in categories]
+        self._ids = index_to_coco_id(categories)  # training index -> original id
         self.images: list[dict] = []
         self.annotations: list[dict] = []
 
@@ -102,12 +112,7 @@ def load_ground_truth(gt: str | dict):
     """A pycocotools COCO object from a json path or an in-memory dataset dict."""
     from pycocotools.coco import COCO
     if isinstance(gt, str):
-        if not storage.exists(gt):
-            raise DataError(f"annotations file not found: {gt}")
-        try:
-            gt = json.loads(storage.read_text(gt))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{gt} is not valid JSON ({e})") from None
+        gt = _read_json(gt, "annotations")
     coco = COCO()
     coco.dataset = gt
     with _quiet():
@@ -115,13 +120,19 @@ def load_ground_truth(gt: str | dict):
     return coco
 
 
-def read_results(path: str) -> list[dict]:
+def _read_json(path: str, what: str):
+    """The parsed json at ``path``; DataError naming ``what`` when it is missing or not JSON."""
     if not storage.exists(path):
-        raise DataError(f"detections file not found: {path}")
+        raise DataError(f"{what} file not found: {path}")
     try:
-        results = json.loads(storage.read_text(path))
+        return json.loads(storage.read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is not valid JSON ({e})") from None
+
+
+def read_results(path: str) -> list[dict]:
+    """A COCO results json (``[{image_id, category_id, bbox, score}, ...]``)."""
+    results = _read_json(path, "detections")
     if not isinstance(results, list):
         raise DataError(f"{path}: expected a COCO results list [{{image_id, category_id, bbox, score}}, ...]")
     return results

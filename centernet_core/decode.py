@@ -4,14 +4,14 @@ Letters: B batch, H W output map (input / ``stride``), C classes, N ``max_detect
 
 Only ops TFLite and ONNX accept are used on the main path (sigmoid, max_pool, top_k,
 gather, arithmetic, elementwise select): shapes are static, N rows per image always, rows
-past ``num_detections`` are zero. Optional class-wise NMS uses the padded NMS op.
+past ``num_detections`` are zero. Optional class-wise NMS (``classwise_nms``, also the
+multi-scale merge of ``detect``) uses the padded NMS op, which TFLite and ONNX convert.
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
 OUTPUT_STRIDE = 4
-_NMS_CLASS_OFFSET = 1e5  # boxes of different classes are shifted this far apart: never overlap
 
 
 def _peaks(heat):
@@ -51,7 +51,12 @@ def decode(heatmap_logits, size, offset, max_detections: int = 100, score_thresh
     half_h, half_w = hw[..., 0] / 2.0, hw[..., 1] / 2.0
     boxes = tf.stack([cy - half_h, cx - half_w, cy + half_h, cx + half_w], axis=-1) * float(stride)
     if nms_iou > 0.0:
-        boxes, scores, classes = _class_nms(boxes, scores, classes, max_detections, nms_iou)
+        return classwise_nms(boxes, scores, classes, max_detections, nms_iou, score_threshold)
+    return _keep_above(boxes, scores, classes, score_threshold)
+
+
+def _keep_above(boxes, scores, classes, score_threshold: float) -> dict:
+    """The ``decode`` dict of score-sorted rows: rows with score <= threshold become zero."""
     valid = scores > score_threshold  # scores are sorted: the valid rows come first
     boxes = tf.where(valid[..., None], boxes, 0.0)
     classes = tf.where(valid, tf.cast(classes, tf.int32), 0)
@@ -60,21 +65,37 @@ def decode(heatmap_logits, size, offset, max_detections: int = 100, score_thresh
             "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)}
 
 
-def _class_nms(boxes, scores, classes, max_detections: int, iou: float):
-    """Class-wise NMS on the top-N candidates; returns the same shapes, survivors first.
+def classwise_nms(boxes_yxyx, scores, classes, max_detections: int, iou: float, score_threshold: float = 0.0) -> dict:
+    """Class-wise NMS over M candidates per image; keeps the best ``max_detections`` (N).
 
-    Classes are separated by shifting each class's boxes by ``class * 1e5`` pixels, so one
-    padded NMS call suppresses within classes only. Dropped rows get score 0.
+    Classes are separated by shifting each class's boxes by ``class x span`` pixels, where
+    ``span`` is the extent of all of the image's boxes plus 1, so boxes of different classes
+    never overlap and one padded NMS call suppresses within a class only. The shift is at
+    most C x span: float32 keeps the boxes' sub-pixel precision (a fixed shift such as
+    1e5 px per class does not: at class 79 coordinates are only exact to 0.5 px).
+
+    Args:
+      boxes_yxyx: ``[B, M, 4]`` (any pixel frame); scores: ``[B, M]`` (any order);
+        classes: ``[B, M]`` integer training index.
+      max_detections: N (may be less than, equal to or more than M).
+      iou: suppress a box overlapping a better one of its class by more than this.
+      score_threshold: survivors with score <= this are dropped.
+    Returns: the ``decode`` dict: ``boxes_yxyx_abs`` ``[B, N, 4]``, ``scores`` ``[B, N]``
+      (descending), ``classes`` int32 ``[B, N]``, ``num_detections`` int32 ``[B]``; rows past
+      ``num_detections`` are zero.
     """
-    shift = tf.cast(classes, tf.float32)[..., None] * _NMS_CLASS_OFFSET
+    boxes_yxyx, scores = tf.cast(boxes_yxyx, tf.float32), tf.cast(scores, tf.float32)
+    classes = tf.cast(classes, tf.int32)
+    low = tf.reduce_min(boxes_yxyx, axis=[1, 2], keepdims=True)  # [B, 1, 1]
+    span = tf.reduce_max(boxes_yxyx, axis=[1, 2], keepdims=True) - low + 1.0  # [B, 1, 1]
+    shifted = boxes_yxyx - low + tf.cast(classes, tf.float32)[..., None] * span  # [B, M, 4], >= 0
     keep, count = tf.image.non_max_suppression_padded(
-        boxes + shift, scores, max_output_size=max_detections, iou_threshold=iou,
-        pad_to_max_output_size=True)  # [B, N] indices into the (sorted) candidates, [B]
+        shifted, scores, max_output_size=max_detections, iou_threshold=iou,
+        pad_to_max_output_size=True)  # [B, N] indices into the candidates (best first), [B]
     live = tf.range(max_detections)[None, :] < count[:, None]  # [B, N]
-    boxes = tf.gather(boxes, keep, batch_dims=1)
     scores = tf.where(live, tf.gather(scores, keep, batch_dims=1), 0.0)
-    classes = tf.gather(classes, keep, batch_dims=1)
-    return boxes, scores, classes
+    return _keep_above(tf.gather(boxes_yxyx, keep, batch_dims=1), scores,
+                       tf.gather(classes, keep, batch_dims=1), score_threshold)
 
 
 def to_original(boxes_yxyx_abs, scale, original_hw):

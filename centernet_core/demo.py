@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,7 +57,7 @@ def run_demo(workdir: str, steps: int | None = None, train_images: int = TRAIN_I
     from centernet_core.data.shapes import make_shapes_dataset
     from centernet_core.errors import DataError
     from centernet_core.evaluate import evaluate_checkpoint
-    from centernet_core.export import export_checkpoint
+    from centernet_core.export import export_checkpoint, remove_tree
     from centernet_core.predict import predict_images
     from centernet_core.train import train
 
@@ -83,8 +82,8 @@ def run_demo(workdir: str, steps: int | None = None, train_images: int = TRAIN_I
                                   per_class=True)
     formats = export_formats()
     say(f"export: {', '.join(formats)} into {paths['export']}")
-    if storage.exists(storage.join(paths["export"], "export.json")):  # the demo's own previous export
-        shutil.rmtree(paths["export"])
+    if storage.exists(paths["export"]):  # the demo's own previous export (exports are all or nothing)
+        remove_tree(paths["export"])
     exported = export_checkpoint(paths["run"], paths["export"], formats)
     say(f"predict: {PREDICT_IMAGES} val pictures with the exported SavedModel into {paths['predictions']}")
     val_json = json.loads(storage.read_text(annotations))

@@ -10,8 +10,9 @@ batch, mirror the second output back, average the heatmaps *after the sigmoid* a
 sizes; the offsets come from the un-mirrored image alone (a mirrored dx has the wrong
 sign and sub-pixel phase). Multi-scale test: resize the (letterboxed) input by each
 scale to the nearest multiple of the backbone divisor, decode each, map to input pixels,
-and merge all scales with class-wise NMS. Scales are taken from the letterboxed input, so
-scales above 1 upsample it rather than re-reading the original picture.
+and merge all scales with class-wise NMS (``decode.classwise_nms``, the same as decode's).
+Scales are taken from the letterboxed input, so scales above 1 upsample it rather than
+re-reading the original picture.
 """
 from __future__ import annotations
 
@@ -19,12 +20,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from centernet_core.decode import decode, merge_flip, to_original
+from centernet_core.decode import classwise_nms, decode, merge_flip, to_original
 
 # IoU for merging scales when eval.nms_iou is 0 (its "no NMS" value means nothing for a
 # merge that always needs one); the original CenterNet merges scales at 0.5 as well.
 MERGE_IOU = 0.5
-_EPS = 1e-7
 
 
 def head_maps(model, images, flip: bool = False):
@@ -46,29 +46,12 @@ def head_maps(model, images, flip: bool = False):
     return merged["heatmap"], merged["size"], merged["offset"]
 
 
-def classwise_nms(boxes_yxyx, scores, classes, num_classes: int, max_detections: int, iou: float,
-                  score_threshold: float = 0.0) -> dict:
-    """Class-wise NMS over [B, M] candidates; keep the best ``max_detections`` per image.
-
-    Args: boxes_yxyx [B, M, 4] (any pixel frame), scores [B, M], classes int32 [B, M].
-    Returns: the ``decode`` dict (boxes_yxyx_abs [B, N, 4], scores, classes, num_detections).
-    """
-    # One score column per class (zero elsewhere) makes combined_non_max_suppression class-wise.
-    per_class = tf.one_hot(classes, num_classes, dtype=scores.dtype) * scores[..., None]  # [B, M, C]
-    boxes, kept, cls, num = tf.image.combined_non_max_suppression(
-        boxes_yxyx[:, :, None, :], per_class, max_output_size_per_class=max_detections,
-        max_total_size=max_detections, iou_threshold=iou,
-        score_threshold=max(score_threshold, _EPS), pad_per_class=False, clip_boxes=False)
-    return {"boxes_yxyx_abs": boxes, "scores": kept, "classes": tf.cast(cls, tf.int32),
-            "num_detections": tf.cast(num, tf.int32)}
-
-
 def scaled_size(input_size: int, scale: float, divisor: int) -> int:
     """The input side used at test scale ``scale``: S x scale to the nearest multiple of ``divisor``."""
     return max(divisor, int(round(input_size * scale / divisor)) * divisor)
 
 
-def detect(model, images, scale, original_hw, *, num_classes: int, divisor: int = 32, flip: bool = False,
+def detect(model, images, scale, original_hw, *, divisor: int = 32, flip: bool = False,
            scales: Sequence[float] = (1.0,), max_detections: int = 100, score_threshold: float = 0.0,
            nms_iou: float = 0.0) -> dict:
     """Detections of ``model`` on a letterboxed batch, in original-image pixels.
@@ -76,7 +59,7 @@ def detect(model, images, scale, original_hw, *, num_classes: int, divisor: int 
     Args:
       images: [B, S, S, 3] normalised input (static S).
       scale: [B] input pixel = original pixel x scale; original_hw: [B, 2] (height, width).
-      num_classes: C; divisor: the backbone's input divisor (for scaled inputs).
+      divisor: the backbone's input divisor (for scaled inputs).
       flip, scales: test-time augmentation (module docstring).
       max_detections, score_threshold, nms_iou: as in ``decode``; with several scales,
         the merge uses ``nms_iou`` or ``MERGE_IOU`` when it is 0.
@@ -97,7 +80,7 @@ def detect(model, images, scale, original_hw, *, num_classes: int, divisor: int 
         det = parts[0]
     else:
         cat = lambda key: tf.concat([p[key] for p in parts], axis=1)  # noqa: E731
-        det = classwise_nms(cat("boxes_yxyx_abs"), cat("scores"), cat("classes"), num_classes, max_detections,
+        det = classwise_nms(cat("boxes_yxyx_abs"), cat("scores"), cat("classes"), max_detections,
                             nms_iou or MERGE_IOU, score_threshold)
     det["boxes_yxyx_abs"] = to_original(det["boxes_yxyx_abs"], scale, original_hw)
     return det

@@ -20,6 +20,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 from centernet_core import coco_eval
+from centernet_core.data.metadata import index_to_coco_id
 from centernet_core.errors import ConfigError, DataError
 
 
@@ -65,7 +66,7 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *, flip
     cfg = eval_settings(cfg, flip, scales, per_class)
     e, size = cfg.eval, cfg.model.input_size
     categories = sorted(categories, key=lambda c: int(c["index"]))
-    category_ids = [int(c["id"]) for c in categories]
+    category_ids = list(index_to_coco_id(categories).values())
     if len(category_ids) != cfg.model.num_classes:
         raise ConfigError(f"{len(category_ids)} categories for model.num_classes={cfg.model.num_classes}")
     divisor = get_backbone_spec(cfg.model.backbone).input_divisor
@@ -73,7 +74,7 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *, flip
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32),
                                   tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, 2], tf.float32)])
     def run(images, scale, original_hw):
-        return detect(model, images, scale, original_hw, num_classes=cfg.model.num_classes, divisor=divisor,
+        return detect(model, images, scale, original_hw, divisor=divisor,
                       flip=e.flip, scales=e.scales, max_detections=e.max_detections,
                       score_threshold=e.score_threshold, nms_iou=e.nms_iou)
 
@@ -117,11 +118,11 @@ def evaluate_checkpoint(path: str, data: str | None = None, *, flip: bool | None
         raise ConfigError("no evaluation data: pass --data PATTERN (TFRecords from `centernet prepare`) "
                           "or train with data.val set")
     meta = load_metadata(pattern)
-    data_ids = sorted((int(c["index"]), int(c["id"])) for c in meta["categories"])
-    run_ids = [(int(c["index"]), int(c["id"])) for c in trained.categories]
+    data_ids, run_ids = index_to_coco_id(meta), index_to_coco_id(trained.categories)
     if data_ids != run_ids:
-        raise DataError(f"the categories of {pattern} differ from the run's (index -> id {data_ids[:5]}... vs "
-                        f"{run_ids[:5]}...); evaluate on data prepared with the same category list")
+        raise DataError(f"the categories of {pattern} differ from the run's (index -> id "
+                        f"{list(data_ids.items())[:5]}... vs {list(run_ids.items())[:5]}...); "
+                        "evaluate on data prepared with the same category list")
     if on_start:
         on_start(int(meta.get("images", 0)))
     metrics = evaluate_model(trained.model, trained.cfg, pattern, trained.categories, flip=flip, scales=scales,

@@ -20,11 +20,18 @@ which the interpreter reads as garbage.
 Check: each written format is loaded by its own runtime and run on a test picture; its
 detections must match the SavedModel's (``runners.match_detections``: boxes within 1 px,
 scores within 1e-3; float16 weights: 2 px and 2e-2, since weights lose bits).
+
+All or nothing: the converters and runtimes of the requested formats are imported before
+anything is written; the files go into a temporary sibling directory that is renamed to
+the output directory at the end and deleted if anything fails, so an output directory
+always holds a complete export with its ``export.json``.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Callable, Sequence
 
@@ -34,6 +41,8 @@ from centernet_core import runners, storage
 from centernet_core.errors import CenterNetError, ConfigError
 
 TOLERANCE = {"saved_model": (1.0, 1e-3), "tflite": (1.0, 1e-3), "onnx": (1.0, 1e-3), "tflite_float16": (2.0, 2e-2)}
+# The modules each format needs to be written (converter) and checked (runtime).
+REQUIRES = {"tflite": ("tensorflow.lite", "ai_edge_litert.interpreter"), "onnx": ("tf2onnx", "onnxruntime")}
 
 
 class ExportCheckFailed(CenterNetError):
@@ -96,11 +105,8 @@ def write_tflite(frozen_fn, path: str, float16: bool = False) -> None:
 
 
 def write_onnx(frozen_fn, path: str, opset: int) -> None:
-    try:
-        import tf2onnx
-    except ImportError as e:
-        raise ConfigError(f"tf2onnx is not installed ({e}); {runners.EXTRA_HINT}") from None
     import tensorflow as tf
+    import tf2onnx
     spec = [tf.TensorSpec([None, None, None, 3], tf.uint8, name=runners.INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_function(frozen_fn, input_signature=spec, opset=opset)
     storage.write_bytes_atomic(path, proto.SerializeToString())
@@ -117,6 +123,33 @@ def check_format(export_dir: str, fmt: str, reference: list[dict], images: list[
             "max_score_diff": max(c["max_score_diff"] for c in checks)}
 
 
+def require_converters(formats: Sequence[str]) -> None:
+    """Import what ``formats`` need (``REQUIRES``); a one-line ConfigError naming the extra if one fails."""
+    for fmt in formats:
+        for module in REQUIRES.get(fmt, ()):
+            try:
+                importlib.import_module(module)
+            except Exception as e:  # noqa: BLE001 (ImportError, or a broken install failing as it loads)
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                raise ConfigError(f"--format {fmt} needs {module.split('.')[0]}, which does not import ({why}); "
+                                  f"{runners.EXTRA_HINT}") from None
+
+
+def refuse_existing(output_dir: str) -> None:
+    """ConfigError unless ``output_dir`` is absent or an empty directory: exports never overwrite."""
+    if storage.exists(output_dir) and (not storage.isdir(output_dir) or storage.glob(storage.join(output_dir, "*"))):
+        raise ConfigError(f"{output_dir} already exists and is not empty; choose a new --output directory")
+
+
+def remove_tree(path: str) -> None:
+    """Delete the directory ``path`` and everything under it (local or remote)."""
+    if storage.scheme(path) in ("", "file"):
+        shutil.rmtree(path[len("file://"):] if path.startswith("file://") else path)
+    else:
+        import tensorflow as tf
+        tf.io.gfile.rmtree(path)
+
+
 def export_trained(trained, output_dir: str, formats: Sequence[str] | None = None, tflite_float16: bool | None = None,
                    onnx_opset: int | None = None, images: list[np.ndarray] | None = None,
                    on_step: Callable[[str], None] | None = None) -> dict:
@@ -125,55 +158,83 @@ def export_trained(trained, output_dir: str, formats: Sequence[str] | None = Non
     ``formats``, ``tflite_float16`` and ``onnx_opset`` default to ``cfg.export``; ``images``
     (uint8 [h, w, 3] each) to ``sample_images()``. ``on_step(message)`` reports progress.
     Returns the ``export.json`` dict; raises ExportCheckFailed when a format disagrees.
+    Leaves ``trained.model`` unfrozen (``model.unfreeze``: see ``_write_and_check``).
     """
-    import tensorflow as tf
     x = trained.cfg.export
     formats = tuple(formats or x.formats)
     unknown = [f for f in formats if f not in TOLERANCE or f == "tflite_float16"]
     if unknown:
         raise ConfigError(f"--format {','.join(unknown)}: valid formats are saved_model, tflite, onnx")
+    refuse_existing(output_dir)
+    require_converters(formats)
     float16 = x.tflite_float16 if tflite_float16 is None else tflite_float16
     opset = onnx_opset or x.onnx_opset
     images = images or sample_images()
     say = on_step or (lambda message: None)
-    storage.makedirs(output_dir)
+    parent = storage.dirname(output_dir)
+    if parent:
+        storage.makedirs(parent)
+    staging = storage.temp_name(output_dir.rstrip("/"))  # renamed to output_dir once complete
+    storage.makedirs(staging)
+    try:
+        summary = _write_and_check(trained, staging, formats, float16, opset, images, say)
+        summary["files"] = {fmt: storage.join(output_dir, name) for fmt, name in summary["files"].items()}
+        storage.write_text_atomic(storage.join(staging, "export.json"), json.dumps(summary, indent=1))
+        if storage.isdir(output_dir):  # an empty directory: replaced by the rename
+            remove_tree(output_dir)
+        storage.rename(staging, output_dir)
+    except BaseException:
+        if storage.exists(staging):
+            remove_tree(staging)
+        raise
+    bad = [f"{fmt} ({r['unmatched']} of {r['checked']} detections differ; max box diff {r['max_box_diff']:.3g} px, "
+           f"score {r['max_score_diff']:.3g})" for fmt, r in summary["checks"].items() if not r["ok"]]
+    if bad:  # the export is complete and export.json records the failed checks: kept for inspection
+        raise ExportCheckFailed(f"exports written to {output_dir} disagree with the in-memory model: {'; '.join(bad)}")
+    return summary
+
+
+def _write_and_check(trained, export_dir: str, formats: Sequence[str], float16: bool, opset: int,
+                     images: list[np.ndarray], say: Callable[[str], None]) -> dict:
+    """Write every format into ``export_dir`` and check it; the ``export.json`` dict (file names relative)."""
+    import tensorflow as tf
+    from centernet_core.model import unfreeze
+    # The serving graph must read the model's variables: traced on a frozen model
+    # (``trained.load_trained`` freezes), it would bake every folded conv weight into
+    # saved_model.pb as a constant, storing the weights twice and leaving the saved
+    # variables unused. TFLite and ONNX fold the batch norms when they convert anyway.
+    unfreeze(trained.model)
     detector = build_detector(trained)
     categories = [dict(c) for c in trained.categories]
-    storage.write_text_atomic(storage.join(output_dir, runners.CATEGORIES_FILE),
+    storage.write_text_atomic(storage.join(export_dir, runners.CATEGORIES_FILE),
                               json.dumps(categories, indent=1, ensure_ascii=False))
     say("SavedModel")  # always written: it is the reference the other formats are checked against
-    sm_path = storage.join(output_dir, runners.SAVED_MODEL_DIR)
+    sm_path = storage.join(export_dir, runners.SAVED_MODEL_DIR)
     write_saved_model(detector, categories, sm_path)
     memory = [{k: v.numpy() for k, v in detector.image_tensor(tf.constant(img[None])).items()} for img in images]
     reference = [runners.SavedModelRunner(sm_path)(img[None]) for img in images]
-    written = {"saved_model": sm_path}
-    report = {"saved_model": check_format(export_dir=output_dir, fmt="saved_model", reference=memory, images=images)}
+    written = {"saved_model": runners.SAVED_MODEL_DIR}
+    report = {"saved_model": check_format(export_dir=export_dir, fmt="saved_model", reference=memory, images=images)}
     frozen = frozen_image_tensor(detector) if set(formats) & {"tflite", "onnx"} else None
     if "tflite" in formats:
         say("TFLite")
-        written["tflite"] = storage.join(output_dir, runners.TFLITE_FILE)
-        write_tflite(frozen, written["tflite"])
+        written["tflite"] = runners.TFLITE_FILE
+        write_tflite(frozen, storage.join(export_dir, runners.TFLITE_FILE))
         if float16:
-            written["tflite_float16"] = storage.join(output_dir, runners.TFLITE_FP16_FILE)
-            write_tflite(frozen, written["tflite_float16"], float16=True)
+            written["tflite_float16"] = runners.TFLITE_FP16_FILE
+            write_tflite(frozen, storage.join(export_dir, runners.TFLITE_FP16_FILE), float16=True)
     if "onnx" in formats:
         say("ONNX")
-        written["onnx"] = storage.join(output_dir, runners.ONNX_FILE)
-        write_onnx(frozen, written["onnx"], opset)
+        written["onnx"] = runners.ONNX_FILE
+        write_onnx(frozen, storage.join(export_dir, runners.ONNX_FILE), opset)
     for fmt in written:
         if fmt != "saved_model":
             say(f"checking {fmt}")
-            report[fmt] = check_format(output_dir, fmt, reference, images)
-    summary = {"input_size": trained.cfg.model.input_size, "checkpoint": trained.checkpoint,
-               "max_detections": trained.cfg.eval.max_detections, "files": written, "checks": report,
-               "inputs": {"image_tensor": "uint8 [N, H, W, 3] RGB, any H, W",
-                          "encoded_image": "string [N] (SavedModel only)", "tf_example": "string [N] (SavedModel only)"}}
-    storage.write_text_atomic(storage.join(output_dir, "export.json"), json.dumps(summary, indent=1))
-    bad = [f"{fmt} ({r['unmatched']} of {r['checked']} detections differ; max box diff {r['max_box_diff']:.3g} px, "
-           f"score {r['max_score_diff']:.3g})" for fmt, r in report.items() if not r["ok"]]
-    if bad:
-        raise ExportCheckFailed(f"exports written to {output_dir} disagree with the in-memory model: {'; '.join(bad)}")
-    return summary
+            report[fmt] = check_format(export_dir, fmt, reference, images)
+    return {"input_size": trained.cfg.model.input_size, "checkpoint": trained.checkpoint,
+            "max_detections": trained.cfg.eval.max_detections, "files": written, "checks": report,
+            "inputs": {"image_tensor": "uint8 [N, H, W, 3] RGB, any H, W",
+                       "encoded_image": "string [N] (SavedModel only)", "tf_example": "string [N] (SavedModel only)"}}
 
 
 def export_checkpoint(path: str, output_dir: str, formats: Sequence[str] | None = None,
@@ -181,6 +242,5 @@ def export_checkpoint(path: str, output_dir: str, formats: Sequence[str] | None 
                       on_step: Callable[[str], None] | None = None) -> dict:
     """``centernet export --ckpt PATH``: restore the run at ``path`` and ``export_trained`` it."""
     from centernet_core.trained import load_trained
-    if storage.exists(storage.join(output_dir, runners.SAVED_MODEL_DIR)):
-        raise ConfigError(f"{output_dir} already holds an export; choose a new --output directory")
+    refuse_existing(output_dir)  # before the slow restore
     return export_trained(load_trained(path, overrides), output_dir, formats, tflite_float16, on_step=on_step)

@@ -12,7 +12,7 @@ DLA-34, the FPN path). Two behaviours matter beyond the obvious:
   The fold reads the float32 variables, scales in float32 and casts to the compute dtype
   once: per call that is one pass over the weights (Keras's autocast would cast the kernel
   to bfloat16 and back first, three passes and a double rounding). ``freeze_for_inference``
-  goes further for eval / export: the folded weights are computed once, in the compute
+  goes further for eval and prediction: the folded weights are computed once, in the compute
   dtype, and every inference call reuses them (HG-104 has 191M weights, so this saves a
   pass over ~0.8 GB, plus ~0.4 GB more under mixed_bfloat16, per image).
 
@@ -107,7 +107,8 @@ class ConvBN(keras.layers.Layer):
     def freeze_for_inference(self):
         """Compute the folded weights once, in the compute dtype; inference calls reuse them.
 
-        For eval and export after the weights are final: later changes to the variables
+        For eval and prediction after the weights are final (not for a SavedModel export,
+        which would store the folded weights as graph constants beside the variables): later changes to the variables
         (``load_weights``, an optimizer step outside a ``training=True`` call of this layer) are
         not seen until ``unfreeze`` or the next ``training=True`` call. Not saved with the model.
         """

@@ -99,10 +99,11 @@ def freeze_for_inference(model: keras.Model) -> int:
     """Fold every ``ConvBN``'s batch norm into its conv once, in the compute dtype; returns the count.
 
     Inference calls (``training=False``) then reuse the folded weights instead of re-folding
-    (and, under mixed precision, re-casting) all of them per call: for eval, prediction and
-    export once the weights are final. Call again after loading other weights; a
+    (and, under mixed precision, re-casting) all of them per call: for eval and prediction
+    once the weights are final. Call again after loading other weights; a
     ``training=True`` call or ``unfreeze(model)`` drops the frozen weights. Outputs are the
-    per-call fold's, bit for bit (same ops, same single rounding).
+    per-call fold's, bit for bit (same ops, same single rounding). Export unfreezes first:
+    traced frozen, a SavedModel would carry the folded weights again as constants.
     """
     layers = _conv_bns(model)
     for layer in layers:

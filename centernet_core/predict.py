@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from centernet_core import runners, storage
+from centernet_core import coco_eval, runners, storage
 from centernet_core.draw import draw_detections
 from centernet_core.errors import ConfigError, DataError
 
@@ -137,7 +137,6 @@ def _output_name(path: str, image: Image.Image, taken: set) -> str:
 
 def _write(item: _Item, det: dict, names: dict, output_dir: str, image_id: int, threshold: float) -> tuple[dict, list]:
     """Draw and write one image's outputs; return its summary row and its COCO results."""
-    from centernet_core import boxes
     keep = det["scores"] >= threshold
     yxyx, scores, ids = det["boxes_yxyx_abs"][keep], det["scores"][keep], det["category_ids"][keep]
     labels = [names.get(int(c), str(int(c))) for c in ids]
@@ -145,15 +144,12 @@ def _write(item: _Item, det: dict, names: dict, output_dir: str, image_id: int, 
     buf = io.BytesIO()
     picture.save(buf, format=Image.registered_extensions()[os.path.splitext(item.name)[1].lower()])
     storage.write_bytes_atomic(storage.join(output_dir, item.name), buf.getvalue())
-    xywh = np.asarray(boxes.convert(yxyx.astype(np.float64), "yxyx_abs", "xywh_coco")).reshape(-1, 4)
-    rows = [{"category_id": int(c), "category": label, "score": round(float(s), 5),
-             "bbox_xywh": [round(float(v), 2) for v in b], "bbox_yxyx": [round(float(v), 2) for v in y]}
-            for c, label, s, b, y in zip(ids, labels, scores, xywh, yxyx)]
+    results = coco_eval.image_results(image_id, yxyx, scores, ids)  # the COCO rows of detections.json
+    rows = [{"category_id": r["category_id"], "category": label, "score": r["score"], "bbox_xywh": r["bbox"],
+             "bbox_yxyx": [round(float(v), 2) for v in y]} for r, label, y in zip(results, labels, yxyx)]
     record = {"file": item.path, "width": item.image.width, "height": item.image.height, "detections": rows}
     storage.write_text_atomic(storage.join(output_dir, item.name + ".json"),
                               json.dumps(record, indent=1, ensure_ascii=False))
-    results = [{"image_id": image_id, "category_id": r["category_id"], "bbox": r["bbox_xywh"], "score": r["score"]}
-               for r in rows]
     counts: dict = {}
     for label in labels:
         counts[label] = counts.get(label, 0) + 1

@@ -110,7 +110,7 @@ class Detector(tf.Module):
         self._held = _Untracked(model)
         self.model_variables = [getattr(v, "value", v) for v in model.variables]
         self.input_size = int(input_size)
-        self._detect_kwargs = dict(num_classes=int(num_classes), divisor=int(divisor), flip=bool(flip),
+        self._detect_kwargs = dict(divisor=int(divisor), flip=bool(flip),
                                    scales=tuple(float(s) for s in scales), max_detections=int(max_detections),
                                    score_threshold=float(score_threshold), nms_iou=float(nms_iou))
         self.category_ids = tf.constant([int(c) for c in category_ids], tf.float32)

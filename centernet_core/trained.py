@@ -27,7 +27,9 @@ class TrainedModel:
 
     @property
     def category_ids(self) -> list[int]:
-        return [int(c["id"]) for c in self.categories]
+        """Original category id of each training index."""
+        from centernet_core.data.metadata import index_to_coco_id
+        return list(index_to_coco_id(self.categories).values())
 
     @property
     def category_names(self) -> list[str]:
@@ -61,13 +63,18 @@ def run_categories(run_dir: str, cfg) -> list[dict]:
 
 
 def load_trained(path: str, overrides: Sequence[str] = ()) -> TrainedModel:
-    """Rebuild the run's config and model and restore the checkpoint at ``path``.
+    """Rebuild the run's config and model, restore the checkpoint at ``path`` and freeze it.
+
+    The model is for inference (eval, export, predict): each batch norm is folded into its
+    conv once (``model.freeze_for_inference``) instead of on every call. Fine-tuning it is
+    still correct (a ``training=True`` call unfreezes), but call ``model.unfreeze`` before
+    changing its weights by other means.
 
     ``overrides`` are ``--set`` items applied to the run's config (e.g. ``eval.batch_size=4``);
     ``model.*`` overrides that change the architecture make the restore fail with a clear error.
     """
     import tensorflow as tf
-    from centernet_core.model import build_model
+    from centernet_core.model import build_model, freeze_for_inference
 
     cfg = config_lib.load_run_config(path, overrides)
     run_dir = config_lib.find_run_dir(path)
@@ -88,4 +95,5 @@ def load_trained(path: str, overrides: Sequence[str] = ()) -> TrainedModel:
     except (AssertionError, ValueError) as e:
         raise ConfigError(f"{ckpt} does not fit the model of {run_dir}/config.yaml "
                           f"({str(e).splitlines()[0]})") from None
+    freeze_for_inference(model)  # after the restore: the folds are taken from the restored weights
     return TrainedModel(model=model, cfg=cfg, categories=run_categories(run_dir, cfg), checkpoint=ckpt)

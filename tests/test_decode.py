@@ -4,7 +4,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from centernet_core.decode import decode, merge_flip, to_original
+from centernet_core.decode import classwise_nms, decode, merge_flip, to_original
 
 H = W = 16
 C = 3
@@ -65,6 +65,27 @@ def test_class_wise_nms_uses_its_iou():
     assert kept(decode(*maps, max_detections=5, score_threshold=0.5)) == [0.7, 0.8, 0.9]  # NMS off
     assert kept(decode(*maps, max_detections=5, score_threshold=0.5, nms_iou=0.4)) == [0.7, 0.9]
     assert kept(decode(*maps, max_detections=5, score_threshold=0.5, nms_iou=0.6)) == [0.7, 0.8, 0.9]
+
+
+def test_class_wise_nms_keeps_sub_pixel_precision_for_high_class_indices():
+    # Two small class-79 boxes of 80 (stride 1: pixels = map cells), IoU 1.296 / 3.704 = 0.35.
+    # A fixed 1e5 px shift per class rounded them to 0.5 px (IoU 0.25: nothing suppressed at 0.3).
+    heat = np.full((1, H, W, 80), -9.0, "float32")
+    size = np.zeros((1, H, W, 2), "float32")
+    offset = np.zeros((1, H, W, 2), "float32")
+    for x, dx, p in ((5, 0.9, 0.9), (7, 0.104, 0.8)):  # x [4.65, 7.15] and [5.854, 8.354], y [4, 6]
+        heat[0, 5, x, 79] = math.log(p / (1 - p))
+        size[0, 5, x] = (2.0, 2.5)
+        offset[0, 5, x] = (0.0, dx)
+    maps = (tf.constant(heat), tf.constant(size), tf.constant(offset))
+    scores = lambda iou: decode(*maps, max_detections=4, score_threshold=0.5, nms_iou=iou, stride=1)["scores"]  # noqa: E731
+    np.testing.assert_allclose(scores(0.3)[0].numpy(), [0.9, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(scores(0.4)[0].numpy(), [0.9, 0.8, 0, 0], atol=1e-6)
+    # The same through classwise_nms directly, with a box of another class on top of the first.
+    boxes = tf.constant([[[4, 4.65, 6, 7.15], [4, 5.854, 6, 8.354], [4, 4.65, 6, 7.15]]], tf.float32)
+    out = lambda iou: classwise_nms(boxes, tf.constant([[0.9, 0.8, 0.7]]), tf.constant([[79, 79, 3]]), 3, iou)  # noqa: E731
+    assert out(0.3)["classes"][0].numpy().tolist() == [79, 3, 0] and int(out(0.3)["num_detections"][0]) == 2
+    assert out(0.4)["classes"][0].numpy().tolist() == [79, 79, 3] and int(out(0.4)["num_detections"][0]) == 3
 
 
 def test_decode_in_graph_equals_eager_and_handles_batches():

@@ -12,7 +12,8 @@ from pycocotools.cocoeval import COCOeval
 
 from centernet_cli.main import main
 from centernet_core import coco_eval
-from centernet_core.detect import classwise_nms, detect
+from centernet_core.decode import classwise_nms
+from centernet_core.detect import detect
 from centernet_core.evaluate import evaluate_checkpoint, evaluate_detections, parse_scales
 from tiny_run import tiny_run
 
@@ -120,7 +121,7 @@ class _MirrorModel:
 
 def _run(model, images, flip, scales=(1.0,)):
     n, s = images.shape[0], images.shape[1]
-    det = detect(model, tf.constant(images), tf.ones([n]), tf.fill([n, 2], float(s)), num_classes=2, divisor=8,
+    det = detect(model, tf.constant(images), tf.ones([n]), tf.fill([n, 2], float(s)), divisor=8,
                  flip=flip, scales=scales, max_detections=10)
     return {k: v.numpy() for k, v in det.items()}
 
@@ -152,7 +153,7 @@ def test_classwise_nms_merges_scales_within_a_class_only():
     boxes = tf.constant([[[0, 0, 10, 10], [0, 0, 10, 10.5], [0, 0, 10, 10], [50, 50, 60, 60]]], tf.float32)
     scores = tf.constant([[0.9, 0.8, 0.7, 0.6]])
     classes = tf.constant([[0, 0, 1, 0]])
-    out = classwise_nms(boxes, scores, classes, num_classes=2, max_detections=4, iou=0.5)
+    out = classwise_nms(boxes, scores, classes, max_detections=4, iou=0.5)
     assert int(out["num_detections"][0]) == 3
     np.testing.assert_allclose(out["scores"][0, :3], [0.9, 0.7, 0.6])
     assert out["classes"][0, :3].numpy().tolist() == [0, 1, 0]

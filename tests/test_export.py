@@ -116,3 +116,26 @@ def test_tflite_and_onnx_agree_with_the_saved_model_at_odd_sizes(exported, fmt):
         _assert_same(saved(image), other(image), box_tol, score_tol)
     batch = np.stack([sample_images()[0]] * 2)  # batch of 2 (one size)
     _assert_same(saved(batch), other(batch), box_tol, score_tol)
+
+
+def test_a_failed_export_leaves_nothing_and_a_retry_works(exported, tmp_path, monkeypatch):
+    from centernet_core import export as export_lib
+    from centernet_core.errors import ConfigError
+    trained, _, _ = exported
+    out = tmp_path / "exp"
+
+    def broken_converter(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+    monkeypatch.setattr(export_lib, "write_onnx", broken_converter)
+    with pytest.raises(RuntimeError, match="converter crashed"):  # after the SavedModel was written
+        export_trained(trained, str(out), formats=("saved_model", "onnx"))
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if the export extra were not installed
+    with pytest.raises(ConfigError, match=r"tf2onnx.*pip install 'centernet\[export\]'") as missing:
+        export_trained(trained, str(out), formats=("saved_model", "onnx"))
+    assert "\n" not in str(missing.value)
+    assert os.listdir(tmp_path) == []  # neither the output nor its temporary sibling
+    summary = export_trained(trained, str(out), formats=("saved_model",))
+    assert summary["checks"]["saved_model"]["ok"] and summary["files"]["saved_model"] == str(out / "saved_model")
+    assert sorted(os.listdir(tmp_path)) == ["exp"] and (out / "export.json").exists()
+    with pytest.raises(ConfigError, match="not empty"):  # a finished export is never overwritten
+        export_trained(trained, str(out), formats=("saved_model",))

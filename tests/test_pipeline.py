@@ -126,7 +126,7 @@ def test_coco_json_through_encode_decode_back_to_coco_json(tmp_path):
     np.testing.assert_allclose(f["original_hw"], [[72, 100]] * 6)
     assert (f["image"][:, 70:] == 0).all()  # padding at the bottom (72 * 0.96 = 69.1)
     det = {k: v.numpy() for k, v in detect(_near_perfect_heads(t), tf.constant(f["image"]), f["scale"],
-                                           f["original_hw"], num_classes=3, max_detections=32,
+                                           f["original_hw"], max_detections=32,
                                            score_threshold=0.5).items()}
     results = coco_eval.detections_to_results(f["source_id"], det["boxes_yxyx_abs"], det["scores"], det["classes"],
                                               det["num_detections"], category_ids)

@@ -93,6 +93,17 @@ def category_names(meta: dict) -> list[str]:
     return [c["name"] for c in sorted(meta["categories"], key=lambda c: c["index"])]
 
 
-def index_to_coco_id(meta: dict) -> dict[int, int]:
-    """Contiguous training index -> original COCO category id."""
-    return {int(c["index"]): int(c["id"]) for c in meta["categories"]}
+def index_to_coco_id(categories) -> dict[int, int]:
+    """Contiguous training index -> original COCO category id, in index order.
+
+    ``categories`` is a metadata dict (its ``categories``) or the list itself
+    (``[{"index", "id", ...}]``, any order). The indices must be 0..C-1, so
+    ``list(index_to_coco_id(c).values())`` is the id of each training index; DataError otherwise.
+    """
+    if isinstance(categories, dict):
+        categories = categories["categories"]
+    mapping = dict(sorted((int(c["index"]), int(c["id"])) for c in categories))
+    if list(mapping) != list(range(len(categories))):
+        raise DataError(f"category indices {sorted(int(c['index']) for c in categories)[:8]}... are not "
+                        f"0..{len(categories) - 1} (one per category); re-run `centernet prepare`")
+    return mapping
