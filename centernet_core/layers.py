@@ -155,3 +155,39 @@ def upsample_stage(x, filters: int, momentum: float = 0.9, epsilon: float = 1e-5
                                      kernel_initializer="he_normal", name=f"{name}_deconv")(x)
     x = keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=f"{name}_deconv_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+@keras.saving.register_keras_serializable(package="centernet")
+class ChannelAffine(keras.layers.Layer):
+    """Fixed per-channel map ``y[..., c] = x[..., c'] * scale[c] + offset[c]``; no weights.
+
+    ``c' = 2 - c`` with ``reverse_channels`` (B, G, R <-> R, G, B), ``c' = c`` otherwise;
+    ``scale`` and ``offset`` are indexed by output channel. The Keras-application backbones
+    put one in front of their trunk to turn the pipeline's normalised B, G, R input into the
+    preprocessing the trunk's ImageNet weights expect. Shapes: ``[..., 3] -> [..., 3]``.
+
+    Args:
+      scale, offset: three floats each.
+      reverse_channels: reverse the channel order before scaling.
+    """
+
+    def __init__(self, scale, offset, reverse_channels: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = [float(s) for s in scale]
+        self.offset = [float(o) for o in offset]
+        self.reverse_channels = bool(reverse_channels)
+        if len(self.scale) != 3 or len(self.offset) != 3:
+            raise ValueError(f"ChannelAffine needs three scales and offsets, got {scale} and {offset}")
+
+    def call(self, x):
+        if self.reverse_channels:
+            x = tf.reverse(x, [-1])
+        return x * tf.constant(self.scale, x.dtype) + tf.constant(self.offset, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(scale=self.scale, offset=self.offset, reverse_channels=self.reverse_channels)
+        return config

@@ -1,4 +1,5 @@
 """Backbone registry, shared layers, every backbone's outputs, and Hourglass-104's exact size."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,7 +7,8 @@ import tensorflow as tf
 from centernet_core import config as config_lib
 from centernet_core.backbones import backbone_names, build_backbone, get_backbone_spec, register_backbone
 from centernet_core.errors import ConfigError
-from centernet_core.layers import ConvBN
+from centernet_core.data.augment import normalize_bgr
+from centernet_core.layers import ChannelAffine, ConvBN
 
 # name -> (kwargs, two input sizes, feature channels, stacks)
 CASES = {
@@ -166,3 +168,41 @@ def test_bn_momentum_reaches_application_trunks():
     model = build_backbone("resnet50", bn_momentum=0.8)
     assert model.get_layer("conv1_bn").momentum == 0.8
     assert model.get_layer("up0_deconv_bn").momentum == 0.8
+
+
+# Known R, G, B pixels (0..255) for the application-trunk input tests: black, white, two colours.
+PIXELS_RGB = np.array([[[0, 0, 0], [255, 255, 255]], [[10, 128, 200], [250, 3, 77]]], np.float32)  # [2, 2, 3]
+
+
+@pytest.mark.parametrize("name, kwargs, trunk_first_layer, preprocess", [
+    ("resnet50", {}, "conv1_pad", keras.applications.resnet50.preprocess_input),
+    ("mobilenetv2", {"width": 0.35}, "Conv1", keras.applications.mobilenet_v2.preprocess_input),
+])
+def test_application_trunk_sees_its_imagenet_preprocessing(name, kwargs, trunk_first_layer, preprocess):
+    """Pipeline input (normalize_bgr) -> what the trunk's first layer gets == the Keras preprocess_input."""
+    model = build_backbone(name, **kwargs)
+    normalised = normalize_bgr(tf.constant(np.tile(PIXELS_RGB, (16, 16, 1))))[None]  # [1, 32, 32, 3] B, G, R
+    probe = keras.Model(model.input, model.get_layer(trunk_first_layer).input)
+    expected = preprocess(np.tile(PIXELS_RGB, (16, 16, 1))[None].copy())  # caffe: B, G, R - mean; mobilenet: R, G, B
+    np.testing.assert_allclose(probe(normalised).numpy(), expected, atol=1e-4)
+    conversions = [layer for layer in model.layers if isinstance(layer, ChannelAffine)]
+    assert len(conversions) == 1 and not conversions[0].weights  # fixed: nothing to train or save
+
+
+def test_channel_affine_hand_case_and_config_round_trip():
+    layer = ChannelAffine([1.0, 2.0, 3.0], [0.5, 0.0, -1.0], reverse_channels=True, name="conv")
+    x = tf.constant([[[1.0, 10.0, 100.0]]])  # [1, 1, 3]
+    np.testing.assert_allclose(layer(x).numpy(), [[[100.5, 20.0, 2.0]]])
+    clone = ChannelAffine.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    np.testing.assert_array_equal(clone(x).numpy(), layer(x).numpy())
+
+
+def test_application_weights_file_loads_behind_the_input_conversion(tmp_path):
+    """A weights file of the plain Keras trunk (no conversion layer) still fits the backbone's trunk."""
+    plain = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3), alpha=0.35)
+    path = str(tmp_path / "mobilenetv2.weights.h5")
+    plain.save_weights(path)
+    loaded = build_backbone("mobilenetv2", width=0.35, weights=path)
+    for name in ("Conv1", "block_16_project"):
+        np.testing.assert_array_equal(loaded.get_layer(name).kernel.numpy(), plain.get_layer(name).kernel.numpy())

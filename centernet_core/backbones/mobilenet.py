@@ -7,6 +7,10 @@ to ``FPN_CHANNELS``, nearest 2x upsampling of the coarser level and an add, then
 ConvBN-ReLU smoothing each merged level; the stride-4 level is the feature map, reduced by
 a last 3x3 ConvBN-ReLU to ``OUT_CHANNELS`` (the head input of the paper's small models).
 
+The trunk's ImageNet weights expect R, G, B in [-1, 1]; a fixed layer in front of it
+(``mobilenet_input``) converts the pipeline's normalised B, G, R to that, with or without
+weights, so both start from the same convention.
+
 Feature map: ``[B, S / 4, S / 4, 64]``.
 """
 from __future__ import annotations
@@ -16,11 +20,24 @@ import warnings
 import keras
 
 from centernet_core.backbones.registry import load_weights_into, register_backbone, set_bn_momentum
-from centernet_core.layers import ConvBN
+from centernet_core.data.augment import MEAN_BGR, STD_BGR
+from centernet_core.layers import ChannelAffine, ConvBN
 
 TAPS = ("block_2_add", "block_5_add", "block_12_add", "out_relu")  # strides 4, 8, 16, 32
 FPN_CHANNELS = 128
 OUT_CHANNELS = 64
+
+
+def mobilenet_input(image):
+    """Pipeline input ``[B, S, S, 3]`` (normalised B, G, R) -> Keras MobileNetV2's input.
+
+    Undoes the pipeline normalisation (pixel = 255 * (x * std + mean)), reverses to R, G, B
+    and maps 0..255 to [-1, 1] (``mobilenet_v2.preprocess_input``): one fixed
+    ``ChannelAffine``, no weights.
+    """
+    scale = [255.0 * s / 127.5 for s in reversed(STD_BGR)]  # per output channel (R, G, B)
+    offset = [255.0 * m / 127.5 - 1.0 for m in reversed(MEAN_BGR)]
+    return ChannelAffine(scale, offset, reverse_channels=True, name="mobilenet_preprocess")(image)
 
 
 def fpn_top_down(taps: list, channels: int, bn: dict):
@@ -44,7 +61,8 @@ def mobilenetv2(input_size=None, width=1.0, bn_momentum=0.9, bn_epsilon=1e-5, we
     image = keras.Input((input_size, input_size, 3), name="image")
     with warnings.catch_warnings():  # "input shape not 224: default ImageNet weights" (none are loaded)
         warnings.simplefilter("ignore")
-        trunk = keras.applications.MobileNetV2(include_top=False, weights=None, input_tensor=image, alpha=width)
+        trunk = keras.applications.MobileNetV2(include_top=False, weights=None, input_tensor=mobilenet_input(image),
+                                               alpha=width)
     load_weights_into(trunk, weights)
     set_bn_momentum(trunk, bn_momentum)
     taps = [trunk.get_layer(name).output for name in TAPS]

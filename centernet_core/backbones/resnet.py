@@ -8,7 +8,9 @@ plain 3x3 conv where it uses a deformable one).
   four stages of two basic blocks, channels 64, 128, 256, 512. ``width`` multiplies every
   channel count, upsampling path included (the tiny preset uses 0.25).
 * ``resnet50`` is ``keras.applications.ResNet50`` (no download: ``weights=None`` or a local
-  file) tapped at ``conv5_block3_out``; ``width`` must be 1.
+  file) tapped at ``conv5_block3_out``; ``width`` must be 1. A fixed layer in front of it
+  (``caffe_input``) turns the pipeline's normalised B, G, R into the input its ImageNet
+  weights expect, with or without weights, so both start from the same convention.
 
 Feature map: ``[B, S / 4, S / 4, 64 * width]`` (ResNet-18) or ``[B, S / 4, S / 4, 64]``.
 """
@@ -17,16 +19,30 @@ from __future__ import annotations
 import keras
 
 from centernet_core.backbones.registry import load_weights_into, register_backbone, set_bn_momentum
+from centernet_core.data.augment import MEAN_BGR, STD_BGR
 from centernet_core.errors import ConfigError
-from centernet_core.layers import ConvBN, residual_block, upsample_stage
+from centernet_core.layers import ChannelAffine, ConvBN, residual_block, upsample_stage
 
 UPSAMPLE_CHANNELS = (256, 128, 64)
 RESNET18_CHANNELS = (64, 128, 256, 512)
+# keras.applications.resnet50.preprocess_input ("caffe"): B, G, R pixels 0..255 minus this mean.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def _scaled(channels: int, width: float) -> int:
     """``channels * width`` rounded, at least 8."""
     return max(8, int(round(channels * width)))
+
+
+def caffe_input(image):
+    """Pipeline input ``[B, S, S, 3]`` (normalised B, G, R) -> Keras ResNet50's "caffe" input.
+
+    Undoes the pipeline normalisation (pixel = 255 * (x * std + mean), still B, G, R) and
+    subtracts ``CAFFE_MEAN_BGR``: one fixed ``ChannelAffine``, no weights.
+    """
+    scale = [255.0 * s for s in STD_BGR]
+    offset = [255.0 * m - c for m, c in zip(MEAN_BGR, CAFFE_MEAN_BGR)]
+    return ChannelAffine(scale, offset, name="caffe_preprocess")(image)
 
 
 def _upsample_path(x, width: float, bn: dict):
@@ -61,7 +77,9 @@ def resnet50(input_size=None, width=1.0, bn_momentum=0.9, bn_epsilon=1e-5, weigh
         raise ConfigError(f"model.width={width}: resnet50 has fixed channels; use model.width=1.0 "
                           "(resnet18 and mobilenetv2 take a width multiplier)")
     image = keras.Input((input_size, input_size, 3), name="image")
-    trunk = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=image)
+    # The trunk's ImageNet weights expect caffe preprocessing; applied always, so a trunk trained
+    # from scratch sees the same input convention.
+    trunk = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=caffe_input(image))
     load_weights_into(trunk, weights)
     set_bn_momentum(trunk, bn_momentum)
     x = trunk.get_layer("conv5_block3_out").output
