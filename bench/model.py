@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -27,12 +26,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from anchor import run_anchor  # bench/anchor.py (the script's folder is on sys.path)
 from centernet_core import config as config_lib
 from centernet_core.decode import decode
 from centernet_core.model import build_model, count_params, describe_model, freeze_for_inference
 
-ANCHOR = ["/tmp/anchor-venv/bin/python", "/work/shared/anchors/anchor_modelgarden.py"]
-ANCHOR_ENV = {"PYTHONPATH": "/tmp/anchor-venv/mg"}
 EXPERIMENTS = {"hourglass104": "hourglass104-coco", "hourglass52": "hourglass104-coco", "resnet18": "resnet18-coco",
                "resnet50": "resnet50-coco", "dla34": "dla34-coco", "mobilenetv2": "mobilenetv2-coco"}
 
@@ -47,14 +45,6 @@ def timed(fn, *args, repeats: int = 5, warmup: int = 2) -> float:
         tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
         times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def run_anchor(size: int) -> dict:
-    r = subprocess.run(ANCHOR + [str(size)], capture_output=True, text=True, env={**os.environ, **ANCHOR_ENV},
-                       timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(f"anchor failed: {r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def measure(backbone: str, size: int, repeats: int, precision: str = "float32", parts: bool = False) -> dict:

@@ -16,31 +16,20 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import subprocess
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from anchor import run_anchor  # bench/anchor.py (the script's folder is on sys.path)
 from centernet_core import config as config_lib
 from centernet_core import optim
 from centernet_core.model import build_model
 from centernet_core.train import make_train_loop
 
-ANCHOR = ["/tmp/anchor-venv/bin/python", "/work/shared/anchors/anchor_modelgarden.py"]
-ANCHOR_ENV = {"PYTHONPATH": "/tmp/anchor-venv/mg"}
 BATCH = 2
 GOAL = 0.9  # our step time / Model Garden's, float32
-
-
-def run_anchor(size: int) -> dict:
-    r = subprocess.run(ANCHOR + [str(size)], capture_output=True, text=True, env={**os.environ, **ANCHOR_ENV},
-                       timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(f"anchor failed: {r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def synthetic_batch(size: int, num_classes: int, max_objects: int, seed: int = 0):

@@ -57,14 +57,8 @@ def test_output_shapes_and_stride(name):
 
 
 def test_convbn_folded_inference_equals_batch_norm():
-    layer = ConvBN(6, 3, 1, relu=False, epsilon=1e-5)
-    x = tf.random.stateless_normal((2, 8, 8, 4), seed=(3, 4))
-    layer(x)
-    rng = np.random.default_rng(0)
+    layer, x = _convbn_with_statistics()
     bn = layer.bn
-    for var, value in ((bn.gamma, rng.uniform(0.5, 2, 6)), (bn.beta, rng.normal(size=6)),
-                       (bn.moving_mean, rng.normal(size=6)), (bn.moving_variance, rng.uniform(0.5, 2, 6))):
-        var.assign(value.astype("float32"))
     conv = layer.conv(x)
     expected = (conv - bn.moving_mean) / np.sqrt(bn.moving_variance.numpy() + 1e-5) * bn.gamma + bn.beta
     np.testing.assert_allclose(layer(x, training=False).numpy(), expected.numpy(), atol=1e-4)
