@@ -8,7 +8,8 @@ DLA-34, the FPN path). Two behaviours matter beyond the obvious:
   numbers (TF's 'same' pads only bottom/right for even inputs).
 * In inference (``training`` false) the batch norm is folded into the kernel and a bias,
   so the graph is conv + bias (+ add) + ReLU, which oneDNN / XLA fuse into one op. Training
-  runs the ordinary Keras BatchNormalization (moving statistics, any strategy).
+  normalises with the batch statistics in one fused op (``FusedBatchNormV3``) and updates the
+  Keras BatchNormalization's moving statistics exactly as that layer would (any strategy).
   The fold reads the float32 variables, scales in float32 and casts to the compute dtype
   once: per call that is one pass over the weights (Keras's autocast would cast the kernel
   to bfloat16 and back first, three passes and a double rounding). ``freeze_for_inference``
@@ -81,12 +82,35 @@ class ConvBN(keras.layers.Layer):
             # The weights are about to change: a frozen fold would go stale (evaluated when the
             # call runs eagerly or is traced, which is before any inference function traced later).
             self._frozen = None
-            y = self.bn(self.conv(x), training=True)
+            y = self.conv(x)
+            y = self._train_batch_norm(y) if self.bn.trainable else self.bn(y, training=True)
         else:
             kernel, bias = self._frozen if self._frozen is not None else self.folded_weights(x.dtype)
             y = tf.nn.bias_add(tf.nn.conv2d(x, tf.cast(kernel, x.dtype), self.strides, self._padding),
                                tf.cast(bias, x.dtype))
         return tf.nn.relu(y) if self.relu else y
+
+    def _train_batch_norm(self, y):
+        """Keras ``BatchNormalization(training=True)``, as one fused op (and its fused gradient).
+
+        Same result and moving-average update as the Keras layer (biased batch variance,
+        ``moving = moving * momentum + batch * (1 - momentum)``), but Keras 3 computes it from
+        separate mean / variance / normalise ops in float32, several passes over the feature
+        map forward and backward; ``FusedBatchNormV3`` makes one each way and keeps a
+        bfloat16 / float16 input in its dtype (statistics in float32).
+        """
+        bn = self.bn
+        with AutocastScope(None):  # the float32 variables, as the fused op wants them
+            gamma, beta = bn.gamma.value, bn.beta.value
+            moving_mean, moving_var = bn.moving_mean.value, bn.moving_variance.value
+        out, mean, var = tf.compat.v1.nn.fused_batch_norm(y, gamma, beta, epsilon=self.epsilon,
+                                                          is_training=True)[:3]
+        count = tf.cast(tf.reduce_prod(tf.shape(y)[:-1]), tf.float32)
+        var = var * (count - 1.0) / tf.maximum(count, 1.0)  # the op returns the unbiased variance
+        m = self.momentum
+        bn.moving_mean.assign(moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
+        bn.moving_variance.assign(moving_var * m + tf.stop_gradient(var) * (1.0 - m))
+        return out
 
     def folded_weights(self, dtype=tf.float32):
         """BN folded into the conv: ``(kernel [k, k, Cin, F], bias [F])`` in ``dtype``.

@@ -132,6 +132,34 @@ def test_convbn_training_updates_moving_statistics():
     np.testing.assert_allclose(tf.reduce_mean(y, axis=[0, 1, 2]).numpy(), np.zeros(4), atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-4), ("mixed_bfloat16", 3e-2)])
+def test_convbn_fused_training_equals_keras_batch_norm(dtype, tol):
+    """The fused training batch norm gives the Keras layer's output, gradients and moving statistics."""
+    layer, x = _convbn_with_statistics(dtype)
+    bn = layer.bn
+    x = 2.0 + x
+    start = [v.numpy() for v in (bn.moving_mean, bn.moving_variance)]
+    variables = [layer.conv.kernel, bn.gamma, bn.beta]
+    probe = tf.random.stateless_normal((2, 8, 8, 6), seed=(9, 9))  # a loss with no symmetry
+
+    def run(call):
+        for v, value in zip((bn.moving_mean, bn.moving_variance), start):
+            v.assign(value)
+        with tf.GradientTape() as tape:
+            y = call()
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * probe)
+        grads = tape.gradient(loss, variables)
+        return [y] + grads + [bn.moving_mean.value, bn.moving_variance.value]
+
+    fused = run(lambda: layer(x, training=True))
+    keras_bn = run(lambda: bn(layer.conv(x), training=True))
+    assert fused[0].dtype == keras_bn[0].dtype == layer.compute_dtype
+    for a, b in zip(fused, keras_bn):
+        a, b = (tf.cast(t, tf.float32).numpy() for t in (a, b))
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+    assert not np.allclose(fused[-1].numpy(), start[1])  # the moving variance did move
+
+
 def test_backbone_weights_file_is_loaded(tmp_path):
     source = build_backbone("resnet18", width=0.25)
     path = str(tmp_path / "trunk.weights.h5")
