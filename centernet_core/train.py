@@ -111,11 +111,13 @@ def make_train_loop(strategy, model, optimizer, train_cfg):
         ctx = tf.distribute.get_replica_context()
         if ctx.num_replicas_in_sync > 1:  # summed here so the clip sees the global gradient
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        # ReLU and clipping can hide a NaN input from the loss, never from the gradient. With
-        # float16 loss scaling an overflowing gradient is routine: the optimizer skips it.
+        # ReLU and clipping can hide a NaN input from the loss, never from the gradient: a NaN
+        # or Inf anywhere makes the global norm non-finite (one read of the gradients, where an
+        # element-wise check writes and reads a mask as large as the model). With float16 loss
+        # scaling an overflowing gradient is routine: the optimizer skips it.
         finite = tf.math.is_finite(losses["total"])
         if not loss_scaled:
-            finite = finite & tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            finite = finite & tf.math.is_finite(tf.linalg.global_norm(grads))
         return losses, grads, 1 - tf.cast(finite, tf.int32)
 
     def apply(grads):

@@ -108,3 +108,33 @@ def test_epsilon_and_lr_follow_config():
     opt = optim.build_optimizer(_train(adam_epsilon=1e-3, learning_rate=0.25, schedule="constant", warmup_steps=0))
     assert opt.epsilon == 1e-3
     assert optim.current_learning_rate(opt) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "adam"])
+def test_fused_adam_step_equals_keras_adam(kind):
+    """``ResourceApplyAdam`` in place of Keras's element-wise step: same weights and moments."""
+    clip = 1.0 if kind == "adamw" else 0.0  # (ours adds the coupled L2 after the clip)
+    cfg = _train(optimizer=kind, learning_rate=0.01, weight_decay=0.1, schedule="constant", warmup_steps=0,
+                 clip_norm=clip)
+    ours = optim.build_optimizer(cfg)
+    keras_cls = keras.optimizers.AdamW if kind == "adamw" else keras.optimizers.Adam
+    reference = keras_cls(learning_rate=0.01, epsilon=cfg.adam_epsilon, global_clipnorm=clip or None,
+                          **({"weight_decay": 0.1} if kind == "adamw" else {}))
+    reference.exclude_from_weight_decay(var_names=list(optim.NO_DECAY_NAMES))
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4)).astype("float32")
+    pairs = [(opt, keras.Variable(start, name="kernel")) for opt in (ours, reference)]
+    for step in range(5):
+        grad = rng.normal(size=(3, 4)).astype("float32")
+        for opt, var in pairs:
+            g = keras.ops.convert_to_tensor(grad)
+            if opt is reference and kind == "adam":
+                g = g + 0.1 * var.value  # coupled L2, as ours adds it
+            opt.apply([g], [var])
+    (a, va), (b, vb) = pairs
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(va), keras.ops.convert_to_numpy(vb), rtol=1e-5, atol=1e-6)
+    for slots in ("_momentums", "_velocities"):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(getattr(a, slots)[0]),
+                                   keras.ops.convert_to_numpy(getattr(b, slots)[0]), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(keras.ops.convert_to_numpy(va), start)
+    assert optim._FusedAdamStep in type(ours).__mro__ and optim._FusedAdamStep not in type(reference).__mro__
