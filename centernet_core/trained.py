@@ -86,9 +86,7 @@ def load_trained(path: str, overrides: Sequence[str] = ()) -> TrainedModel:
                           "or a ckpt-N prefix inside one")
     # The model must not try to load backbone_weights again: the checkpoint has them all.
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone_weights=""))
-    model = build_model(cfg)
-    size = cfg.model.input_size
-    model(tf.zeros([1, size, size, 3]), training=False)  # create every variable before the restore
+    model = build_model(cfg)  # every variable exists already: no call (and no conv kernel) before the restore
     try:
         tf.train.Checkpoint(**checkpoints.model_trackables(model)).restore(ckpt).expect_partial() \
             .assert_existing_objects_matched()

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from centernet_core import __version__
 from centernet_core.errors import CenterNetError
-from centernet_core.tf_runtime import INSTALL_HINT, require_tensorflow
+from centernet_core.tf_runtime import INSTALL_HINT, cache_inference_weights, require_tensorflow
 from centernet_cli.common import err_console
 
 app = typer.Typer(
@@ -60,6 +60,9 @@ def _register_commands() -> None:
 # Commands that run TensorFlow; it is imported (quietly) before they start. (`prepare`
 # needs it only for remote paths and imports it itself then.)
 _TF_COMMANDS = {"info", "train", "eval", "export", "predict", "demo", "import"}
+# Commands that restore weights once and only infer: oneDNN may cache their reordered
+# weights (tf_runtime.cache_inference_weights). Never a command that trains.
+_INFERENCE_COMMANDS = {"eval", "predict"}
 
 
 def _command_of(argv: list[str]) -> str:
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     _state["debug"] = "--debug" in argv
     try:
         _register_commands()
+        if _command_of(argv) in _INFERENCE_COMMANDS:
+            cache_inference_weights()
         if _command_of(argv) in _TF_COMMANDS and "--help" not in argv:
             require_tensorflow(quiet=not _state["debug"])
         app(args=argv, standalone_mode=False)

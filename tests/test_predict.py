@@ -102,3 +102,57 @@ def test_draw_detections_paints_the_box_outline():
     assert tuple(drawn[40, 35]) == color_for(2)  # bottom edge of the box
     assert tuple(drawn[25, 35]) == (255, 255, 255)  # inside the box stays untouched
     assert tuple(drawn[0, 0]) == (255, 255, 255)
+
+
+def _centernet(args, tmp_path):
+    """``centernet ARGS`` in a fresh process (where eval / predict turn oneDNN's weight cache on)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"}
+    code = "import sys; from centernet_cli.main import main; sys.argv[0] = 'centernet'; main(sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600,
+                       cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_weight_cache_is_for_inference_processes_only(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from centernet_core import tf_runtime as t; a = t.cache_inference_weights(); "
+            "import tensorflow; os.environ.pop(t.WEIGHT_CACHE_ENV); print(a, t.cache_inference_weights())")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.split() == ["True", "False"]  # on before TensorFlow loads; never switched on after
+    from centernet_cli import main as cli_main
+    assert cli_main._INFERENCE_COMMANDS == {"eval", "predict"}  # no command that trains
+
+
+@pytest.mark.parametrize("which", ["export", "checkpoint"])
+def test_predict_process_with_weight_cache_equals_in_process(models, photos, tmp_path, which):
+    """Every picture of a batch sees the restored weights, not a cached first call's."""
+    model = models[1] if which == "export" else models[0]
+    predict_images([str(photos)], model, str(tmp_path / "here"), threshold=0.1, batch_size=2)
+    _centernet(["predict", str(photos), "--model", model, "--output", str(tmp_path / "there"),
+                "--threshold", "0.1", "--batch-size", "2"], tmp_path)
+    for name in ("colour.png", "grey.jpg", UNICODE_NAME):
+        here, there = (json.loads((tmp_path / d / (name + ".json")).read_text(encoding="utf-8"))["detections"]
+                       for d in ("here", "there"))
+        assert len(here) == len(there) > 0
+        for a, b in zip(here, there):
+            assert a["category_id"] == b["category_id"] and abs(a["score"] - b["score"]) < 1e-4
+            np.testing.assert_allclose(a["bbox_xywh"], b["bbox_xywh"], atol=0.02)
+
+
+def test_eval_process_with_weight_cache_equals_in_process(models, shapes_dataset, tmp_path):
+    from centernet_core.evaluate import evaluate_checkpoint
+
+    here = evaluate_checkpoint(models[0], output=str(tmp_path / "here.json"))
+    _centernet(["eval", "--ckpt", models[0], "--output", str(tmp_path / "there.json")], tmp_path)
+    a, b = (sorted(json.loads((tmp_path / f).read_text()), key=lambda r: (r["image_id"], -r["score"]))
+            for f in ("here.json", "there.json"))
+    assert len(a) == len(b) == here["detections"] > 0
+    np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-4)
+    np.testing.assert_allclose([r["bbox"] for r in a], [r["bbox"] for r in b], atol=0.02)
