@@ -30,6 +30,7 @@ import multiprocessing as mp
 import queue as queue_lib
 import re
 import sys
+import time
 from typing import Callable
 
 from centernet_core import storage
@@ -65,6 +66,7 @@ def _write_shard(job: tuple[str, list[ImageTask]]) -> list[tuple[str, str | None
     """
     path, tasks = job
     out = []
+    unreported, last_report = 0, time.monotonic()
     writer = tfrecord.open_writer(path)
     try:
         for task in tasks:
@@ -73,10 +75,14 @@ def _write_shard(job: tuple[str, list[ImageTask]]) -> list[tuple[str, str | None
                 writer.write(payload)
                 payload = None
             out.append((status, payload, stats))
-            if _progress is not None:
-                _progress.put(1)
+            unreported += 1
+            if _progress is not None and time.monotonic() - last_report >= 0.05:  # ~20 updates/s per worker
+                _progress.put(unreported)
+                unreported, last_report = 0, time.monotonic()
     finally:
         writer.close()
+    if _progress is not None and unreported:
+        _progress.put(unreported)
     return out
 
 
@@ -99,13 +105,19 @@ def _run_jobs(jobs: list, workers: int, total: int, on_progress) -> list:
     with ctx.Pool(processes=min(workers, len(jobs)), initializer=_init_worker, initargs=(progress,)) as pool:
         pending = pool.map_async(_write_shard, jobs, chunksize=1)
         done = 0
-        while progress is not None:
-            try:
-                done += progress.get(timeout=0.2)
-                on_progress(done, total)
+        while progress is not None and not (pending.ready() and done >= total):
+            try:  # a short wait: the last shard's end is noticed within 20 ms, not a whole timeout later
+                done += progress.get(timeout=0.02)
             except queue_lib.Empty:
                 if pending.ready():
                     break
+                continue
+            while done < total:  # drain what queued meanwhile: one progress update per wake-up
+                try:
+                    done += progress.get_nowait()
+                except queue_lib.Empty:
+                    break
+            on_progress(done, total)
         return pending.get()
 
 
