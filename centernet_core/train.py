@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from centernet_core import checkpoints, optim, runtime, storage
 from centernet_core import config as config_lib
-from centernet_core.data import metadata as metadata_lib
+from centernet_core.data import augment, metadata as metadata_lib
 from centernet_core.errors import CenterNetError, ConfigError, DataError
 from centernet_core.losses import centernet_loss, global_num_objects
 from centernet_core.train_logging import LOSS_KEYS, TrainReporter, evaluate_during_training
@@ -104,7 +104,7 @@ def make_train_loop(strategy, model, optimizer, train_cfg):
     def forward_backward(features, targets):
         num_objects = global_num_objects(targets["mask"])  # the global batch's count, >= 1
         with tf.GradientTape() as tape:
-            outputs = model(features["image"], training=True)
+            outputs = model(augment.model_input(features), training=True)
             losses = centernet_loss(outputs, targets, num_objects, **weights)
             scaled = optimizer.scale_loss(losses["total"])
         grads = tape.gradient(scaled, model.trainable_variables)

@@ -23,11 +23,19 @@ def _first(ds):
     return {k: v.numpy() for k, v in f.items()}, {k: v.numpy() for k, v in t.items()}
 
 
+def _normalised(features):
+    """The model's input for a batch of numpy features (training batches are normalised here)."""
+    return augment.model_input({k: tf.constant(v) for k, v in features.items()}).numpy()
+
+
 def test_train_batch_contract_and_determinism(shapes_dataset):
     cfg = _cfg()
     pattern = os.path.join(shapes_dataset, "train-*.tfrecord")
     f, t = _first(build_dataset(pattern, cfg, True, batch_size=4))
-    assert f["image"].shape == (4, 128, 128, 3) and f["image"].dtype == np.float32
+    assert f["image"].shape == (4, 128, 128, 3) and f["image"].dtype == np.uint8
+    assert f["colour_transform"].shape == (4, 4, 3) and f["content"].shape == (4, 4)
+    model_input = _normalised(f)
+    assert model_input.dtype == np.float32 and np.abs(model_input).max() < 4
     assert t["heatmap"].shape == (4, 32, 32, 3) and t["size"].shape == (4, 32, 2)
     assert t["indices"].dtype == np.int32 and t["mask"].shape == (4, 32)
     assert f["skipped_records"].tolist() == [0, 0, 0, 0] and f["dropped_objects"].tolist() == [0, 0, 0, 0]
@@ -53,13 +61,14 @@ def test_config_fields_change_behaviour(shapes_dataset):
     # square images, one crop scale of 1.0, no flip or jitter: training sees the eval image
     ft, tt = _first(build_dataset(pattern, cfg, True, batch_size=2))
     fe, te = _first(build_dataset(pattern, cfg, False, batch_size=24))
-    for k in range(2):  # each training image equals the eval image of the same record
-        match = [n for n in range(24) if np.allclose(ft["image"][k], fe["image"][n], atol=1e-4)]
+    train_input = _normalised(ft)
+    for k in range(2):  # each training image equals the eval image of the same record (up to uint8 rounding)
+        match = [n for n in range(24) if np.allclose(train_input[k], fe["image"][n], atol=0.5 / 255 / 0.27 + 1e-4)]
         assert len(match) == 1
         np.testing.assert_allclose(tt["heatmap"][k], te["heatmap"][match[0]], atol=1e-6)
-    base = _first(build_dataset(pattern, cfg, True, batch_size=8))[0]["image"]
+    base = _normalised(_first(build_dataset(pattern, cfg, True, batch_size=8))[0])
     for change in ("data.random_flip=true", "data.color_jitter=true", "data.crop_scales=0.6,1.3"):
-        changed = _first(build_dataset(pattern, _cfg(*plain, change), True, batch_size=8))[0]["image"]
+        changed = _normalised(_first(build_dataset(pattern, _cfg(*plain, change), True, batch_size=8))[0])
         assert not np.allclose(changed, base), change
     # data.min_overlap: the CornerNet radius grows as the overlap asked for shrinks; peaks stay put
     heat = {v: _first(build_dataset(pattern, _cfg(*plain, f"data.min_overlap={v}"), False, batch_size=24))[1]["heatmap"]
@@ -185,3 +194,19 @@ def test_resample_identity_and_box_mapping():
     b = augment.transform_boxes(tf.constant([[10.0, 20.0, 30.0, 60.0]]), tf.constant([0.5, 0.5, -2.5, -5.0]), 64)
     np.testing.assert_allclose(b.numpy(), [[2.5, 5.0, 12.5, 25.0]])
     np.testing.assert_allclose(augment.flip_boxes(b, 64).numpy(), [[2.5, 39.0, 12.5, 59.0]])
+
+
+def test_normalize_batch_equals_per_image_normalisation_and_keeps_padding_zero():
+    images = np.random.default_rng(0).integers(0, 256, (2, 6, 6, 3)).astype(np.uint8)
+    colour, contrast = augment.color_jitter_params(tf.constant([0.1, 0.9, 0.3, 0.7]))
+    mean = tf.constant([90.0, 100.0, 110.0])
+    transforms = tf.stack([augment.colour_transform(colour, contrast, mean), augment.colour_transform()])
+    content = tf.constant([[1, 2, 3, 4], [0, 0, 6, 6]])  # (top, left, height, width)
+    out = augment.normalize_batch(tf.constant(images), transforms, content).numpy()
+    jittered = augment.normalize_bgr(images[0], colour, contrast, mean).numpy()
+    np.testing.assert_allclose(out[0, 1:4, 2:6], jittered[1:4, 2:6], atol=1e-5)
+    inside = np.zeros((6, 6), bool)
+    inside[1:4, 2:6] = True
+    assert (out[0][~inside] == 0).all()  # padding is the mean colour whatever the jitter
+    np.testing.assert_allclose(out[1], augment.normalize_bgr(images[1]).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(augment.model_input({"image": tf.constant(out)}).numpy(), out)  # float: as is

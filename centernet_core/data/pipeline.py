@@ -5,7 +5,12 @@
 Letters: B batch, S ``model.input_size``, H W = S / 4, C ``model.num_classes``,
 K ``data.max_objects``. Contract (docs/design.md, "Pipeline output"):
 
-- ``features["image"]`` float32 ``[B, S, S, 3]``, normalised, channels B, G, R.
+- ``features["image"]``: training: uint8 ``[B, S, S, 3]`` RGB pixels, with
+  ``features["colour_transform"]`` float32 ``[B, 4, 3]`` (jitter + normalisation) and
+  ``features["content"]`` int32 ``[B, 4]`` (top, left, height, width of the pixels;
+  the rest is padding); ``augment.model_input(features)`` turns them into the model's
+  float32 normalised B, G, R input on the accelerator. Eval: float32 ``[B, S, S, 3]``,
+  normalised, channels B, G, R (``model_input`` passes it through).
 - ``features["dropped_objects"]`` int32 ``[B]``: objects beyond K left out of that image
   (the K largest by area are kept, ties in record order; crowd boxes are removed before
   counting in training, since they never train).
@@ -79,7 +84,8 @@ def _check_record(count, serialized):
 
 
 def _train_image(rec, seed, cfg: ExperimentConfig):
-    """One record -> augmented, normalised ``[S, S, 3]`` plus the map its boxes take.
+    """One record -> augmented uint8 ``[S, S, 3]`` with its colour transform and content box,
+    plus the map its boxes take.
 
     Decodes only the random crop's source region (augment module docstring); one draw of
     8 uniforms gives crop scale and position, flip and colour jitter.
@@ -94,10 +100,10 @@ def _train_image(rec, seed, cfg: ExperimentConfig):
     region, hw, place = augment.decode_crop(rec["encoded"], placement)
     flip = (u[3] < 0.5) if d.random_flip else tf.constant(False)
     colour, contrast = augment.color_jitter_params(u[4:]) if d.color_jitter else (None, None)
-    pixels = augment.place_crop(region, place, flip, size, colour, contrast)
-    return {"image": tf.ensure_shape(pixels, [size, size, 3]), "serialized": rec["serialized"],
-            "original_hw": tf.cast(hw, tf.float32), "affine": place["affine"], "flip": flip,
-            "skipped": rec["skipped"]}
+    pixels, transform, content = augment.place_crop(region, place, flip, size, colour, contrast)
+    return {"image": tf.ensure_shape(pixels, [size, size, 3]), "colour_transform": transform, "content": content,
+            "serialized": rec["serialized"], "original_hw": tf.cast(hw, tf.float32), "affine": place["affine"],
+            "flip": flip, "skipped": rec["skipped"]}
 
 
 def _eval_image(rec, size: int):
@@ -167,6 +173,8 @@ def _batch_targets(batch, cfg: ExperimentConfig, training: bool):
     targets = targets_lib.encode(input_boxes, classes, real & tf.equal(crowd, 0), cfg.model.num_classes,
                                  (size // STRIDE, size // STRIDE), STRIDE, d.min_overlap)
     features = {"image": batch["image"], "dropped_objects": dropped, "skipped_records": batch["skipped"]}
+    if training:
+        features.update(colour_transform=batch["colour_transform"], content=batch["content"])
     if not training:
         features.update(source_id=tf.strings.to_number(ex["image/source_id"], tf.int64), original_hw=hw,
                         scale=batch["affine"][:, 0], gt_boxes_yxyx_abs=boxes, gt_classes=classes,
