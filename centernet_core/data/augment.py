@@ -110,8 +110,9 @@ def place_crop(region, placement, flip, size: int, colour=None, contrast=None):
     """The decoded region -> uint8 ``[S, S, 3]`` RGB input, its colour transform and content box.
 
     The pixels are resized and padded here; normalisation and colour jitter are left to
-    ``normalize_batch`` on the accelerator, one einsum per batch (the per-image pass they
-    cost here was the pipeline's largest after decoding, and uint8 batches are 4x smaller).
+    ``normalize_batch`` on the accelerator, one fused pass per batch (the per-image pass
+    they cost here was the pipeline's largest after decoding, and uint8 batches are 4x
+    smaller).
 
     Args:
       region: uint8 ``[src h, src w, 3]`` from ``decode_crop``.
