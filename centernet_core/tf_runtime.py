@@ -49,7 +49,7 @@ def cache_inference_weights() -> bool:
     By default oneDNN convolves with the weights as TensorFlow stores them (HWIO), since
     they may change between calls; with ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`` every
     convolution and matmul kernel keeps its first call's weights in oneDNN's blocked layout
-    and its faster kernels (Hourglass-104 at 512 px: 0.82x the time per image on the
+    and its faster kernels (Hourglass-104 at 512 px: 0.86x the time per image on the
     benchmark CPU, docs/benchmarks.md). The price is that a kernel never sees new weights:
     only for processes that restore weights once and then only infer (``centernet eval``,
     ``centernet predict``), never where training or weight loading follows a first call.
