@@ -290,7 +290,8 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
                                            f"(last good checkpoint: {last or 'none'}); lower train.learning_rate or "
                                            "check the data")
                 losses = {k: v / max(1, window["steps"]) for k, v in window["sums"].items()}
-                rate = cfg.runtime.global_batch_size * window["timed_steps"] / max(window["seconds"], 1e-9)
+                rate = (cfg.runtime.global_batch_size * window["timed_steps"] / max(window["seconds"], 1e-9)
+                        if window["timed_steps"] else None)  # None: only the first (tracing) call so far
                 lr = optim.current_learning_rate(optimizer)
                 rep.progress(step, losses, lr, rate)
                 result.losses = losses

@@ -85,22 +85,24 @@ class TrainReporter:
         if self.active:
             self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
-    def progress(self, step: int, losses: dict, lr: float, images_per_sec: float) -> None:
-        """Move the bar to ``step`` with the latest losses, learning rate and throughput."""
+    def progress(self, step: int, losses: dict, lr: float, images_per_sec: float | None) -> None:
+        """Move the bar to ``step`` with the latest losses, learning rate and throughput
+        (``None`` while only the first, tracing, call has run)."""
         if self._progress:
-            info = f"loss {losses['total']:.3f}  lr {lr:.2e}  {images_per_sec:.1f} img/s"
+            info = f"loss {losses['total']:.3f}  lr {lr:.2e}  {_rate(images_per_sec)}"
             self._progress.update(self._task, completed=step, info=info)
 
-    def log(self, step: int, losses: dict, lr: float, images_per_sec: float) -> None:
+    def log(self, step: int, losses: dict, lr: float, images_per_sec: float | None) -> None:
         """A console line and the TensorBoard scalars for the steps since the last log."""
         if not self.active:
             return
-        self.print(f"step {step}/{self.total}  {format_losses(losses)}  lr {lr:.3e}  {images_per_sec:.1f} img/s")
+        self.print(f"step {step}/{self.total}  {format_losses(losses)}  lr {lr:.3e}  {_rate(images_per_sec)}")
         with self._writers["train"].as_default():
             for k in LOSS_KEYS:
                 write_scalar(f"loss/{k}", losses[k], step)
             write_scalar("learning_rate", lr, step)
-            write_scalar("images_per_second", images_per_sec, step)
+            if images_per_sec is not None:
+                write_scalar("images_per_second", images_per_sec, step)
 
     def log_eval(self, step: int, metrics: dict, minutes: float, pictures: np.ndarray | None = None) -> None:
         """Eval numbers (and pictures ``[N, S, S, 3]`` uint8) at ``step``."""
@@ -122,6 +124,10 @@ def to_rgb_uint8(images) -> np.ndarray:
     """Pipeline images (normalised B, G, R ``[B, S, S, 3]``) back to RGB uint8."""
     bgr = np.asarray(images, np.float32) * np.asarray(STD_BGR, np.float32) + np.asarray(MEAN_BGR, np.float32)
     return np.clip(bgr[..., ::-1] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _rate(images_per_sec: float | None) -> str:
+    return "tracing" if images_per_sec is None else f"{images_per_sec:.1f} img/s"
 
 
 def detection_pictures(model, features: dict, class_names: list[str], max_images: int = 3) -> np.ndarray:
