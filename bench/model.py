@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -32,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from anchor import run_anchor  # bench/anchor.py (the script's folder is on sys.path)
+from anchor import run_anchor, run_json  # bench/anchor.py (the script's folder is on sys.path)
 from centernet_core import config as config_lib
 from centernet_core.decode import decode
 from centernet_core.model import build_model, count_params, describe_model, freeze_for_inference
@@ -128,12 +127,8 @@ def precision_pair(size: int, repeats: int) -> dict:
 
 def cached_precision_pair(size: int, repeats: int) -> dict:
     """``precision_pair`` in a fresh process with oneDNN's weight cache on (how eval / predict run)."""
-    r = subprocess.run([sys.executable, __file__, "--precision-pair-only", "--size", str(size), "--repeats",
-                        str(repeats)], capture_output=True, text=True, env={**os.environ, WEIGHT_CACHE_ENV: "1"},
-                       timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(f"weight-cache run failed: {r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_json([sys.executable, __file__, "--precision-pair-only", "--size", str(size), "--repeats", str(repeats)],
+                    {WEIGHT_CACHE_ENV: "1"})
 
 
 def main(argv=None) -> dict:

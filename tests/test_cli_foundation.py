@@ -11,11 +11,11 @@ from centernet_core.errors import StorageError
 PROFILES = ["cpu", "cpu-bf16", "gpu", "gpu-x8", "multiworker", "tpu-v3-8"]
 
 
-def run_cli(*args, cwd="/", env=None, pre=""):
+def run_cli(*args, cwd="/", env=None, pre="", timeout=120):
     """Run the CLI in a fresh interpreter from an unrelated directory; `pre` runs first."""
     code = f"{pre}\nimport sys\nfrom centernet_cli.main import main\nmain(sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=120)
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout)
 
 
 def test_profiles_list_and_show():

@@ -12,6 +12,7 @@ from centernet_core.errors import ConfigError
 from centernet_core.export import export_trained
 from centernet_core.predict import predict_images
 from centernet_core.trained import load_trained
+from test_cli_foundation import run_cli
 from test_evaluate import cli
 from tiny_run import tiny_run
 
@@ -104,27 +105,24 @@ def test_draw_detections_paints_the_box_outline():
     assert tuple(drawn[0, 0]) == (255, 255, 255)
 
 
+# A fresh process starts without the variable, as a user's shell would.
+UNSET_WEIGHT_CACHE = "import os; os.environ.pop('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', None)"
+
+
 def _centernet(args, tmp_path):
     """``centernet ARGS`` in a fresh process (where eval / predict turn oneDNN's weight cache on)."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"}
-    code = "import sys; from centernet_cli.main import main; sys.argv[0] = 'centernet'; main(sys.argv[1:])"
-    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600,
-                       cwd=str(tmp_path))
+    r = run_cli(*args, cwd=str(tmp_path), pre=UNSET_WEIGHT_CACHE, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 
 
-def test_weight_cache_is_for_inference_processes_only(tmp_path):
+def test_weight_cache_is_for_inference_processes_only():
     import subprocess
     import sys
 
-    code = ("import os, sys; from centernet_core import tf_runtime as t; a = t.cache_inference_weights(); "
+    code = (f"{UNSET_WEIGHT_CACHE}; from centernet_core import tf_runtime as t; a = t.cache_inference_weights(); "
             "import tensorflow; os.environ.pop(t.WEIGHT_CACHE_ENV); print(a, t.cache_inference_weights())")
-    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["True", "False"]  # on before TensorFlow loads; never switched on after
     from centernet_cli import main as cli_main
     assert cli_main._INFERENCE_COMMANDS == {"eval", "predict"}  # no command that trains

@@ -242,6 +242,7 @@ def normalize_bgr(image, colour=None, contrast=None, mean_rgb=None):
     return tf.nn.bias_add(out, transform[3])[0]
 
 
+@tf.function(jit_compile=True)  # XLA fuses the whole map into one pass (an einsum is 4x slower on a CPU)
 def normalize_batch(images, transform, content):
     """A training batch's model input: float32 normalised B, G, R ``[B, S, S, 3]``, 0 outside the content.
 
@@ -251,11 +252,6 @@ def normalize_batch(images, transform, content):
       content: int32 ``[B, 4]`` (top, left, height, width) of each image's pixels; the rest
         is padding, which stays 0 (the mean colour) whatever the jitter.
     """
-    return _normalize_batch(images, transform, content)
-
-
-@tf.function(jit_compile=True)  # XLA fuses the whole map into one pass (an einsum is 4x slower on a CPU)
-def _normalize_batch(images, transform, content):
     pixels = tf.cast(images, tf.float32)
     out = transform[:, 3][:, None, None, :]  # [B, 1, 1, 3] offset, then + x_c * row c of the matrix
     for c in range(3):

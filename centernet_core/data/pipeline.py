@@ -175,7 +175,7 @@ def _batch_targets(batch, cfg: ExperimentConfig, training: bool):
     features = {"image": batch["image"], "dropped_objects": dropped, "skipped_records": batch["skipped"]}
     if training:
         features.update(colour_transform=batch["colour_transform"], content=batch["content"])
-    if not training:
+    else:
         features.update(source_id=tf.strings.to_number(ex["image/source_id"], tf.int64), original_hw=hw,
                         scale=batch["affine"][:, 0], gt_boxes_yxyx_abs=boxes, gt_classes=classes,
                         gt_is_crowd=crowd, gt_area=area, gt_count=count)
