@@ -1,6 +1,7 @@
 """Train-step benchmark: Hourglass-104 at 512x512, batch 2, against Model Garden's, plus bfloat16.
 
 Run:  /tmp/v/bin/python bench/train_step.py [--size 512] [--repeats 3] [--skip-anchor]
+      /tmp/v/bin/python bench/train_step.py --kernel-gradients-ab [--experiment resnet18-coco]
 
 In one run (so the ratio shares the machine's state):
 1. Model Garden's CenterNet HG-104 train step (the anchor script in its own venv, a
@@ -10,6 +11,9 @@ In one run (so the ratio shares the machine's state):
    clipping, AdamW with decoupled decay, finiteness check), one step per call, float32
    and mixed_bfloat16.
 Prints one JSON object per measurement and a summary line with the ratios.
+
+``--kernel-gradients-ab`` instead times our float32 step of ``--experiment`` with and without
+``conv_grad``'s kernel gradients, two models in one process, steps alternating.
 """
 from __future__ import annotations
 
@@ -51,35 +55,57 @@ def synthetic_batch(size: int, num_classes: int, max_objects: int, seed: int = 0
     return features, targets
 
 
+def build_step(experiment: str, size: int, precision: str, matmul_kernel_gradients=None):
+    """A function running one training step of ``experiment`` at ``size``, batch 2; and the model."""
+    cfg = config_lib.resolve(experiment, profile="cpu",
+                             overrides=[f"model.input_size={size}", f"runtime.precision={precision}"])
+    strategy = tf.distribute.get_strategy()
+    model = build_model(cfg)
+    optimizer = optim.build_optimizer(cfg.train, precision)
+    optimizer.build(model.trainable_variables)
+    loop = make_train_loop(strategy, model, optimizer, cfg.train, matmul_kernel_gradients)
+    batch = synthetic_batch(size, cfg.model.num_classes, cfg.data.max_objects)
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: dataset))
+    one = tf.constant(1)
+    return (lambda: float(loop(iterator, one)[1]["total"])), model
+
+
 def measure(size: int, precision: str, repeats: int, warmup: int = 2) -> dict:
     """Median seconds of one training step of HG-104 (80 classes) at ``size``, batch 2."""
-    cfg = config_lib.resolve("hourglass104-coco", profile="cpu",
-                             overrides=[f"model.input_size={size}", f"runtime.precision={precision}"])
     keras.mixed_precision.set_global_policy(precision)
     try:
-        strategy = tf.distribute.get_strategy()
-        model = build_model(cfg)
-        optimizer = optim.build_optimizer(cfg.train, precision)
-        optimizer.build(model.trainable_variables)
-        loop = make_train_loop(strategy, model, optimizer, cfg.train)
-        batch = synthetic_batch(size, cfg.model.num_classes, cfg.data.max_objects)
-        dataset = tf.data.Dataset.from_tensors(batch).repeat()
-        iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: dataset))
-        one = tf.constant(1)
+        step, model = build_step("hourglass104-coco", size, precision)
         for _ in range(warmup):
-            loop(iterator, one)[0].numpy()
+            step()
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            done, sums, _ = loop(iterator, one)
-            float(sums["total"])
+            loss = step()
             times.append(time.perf_counter() - start)
         return {"system": "centernet", "size": size, "batch": BATCH, "precision": precision,
-                "train_step_b2_s": round(float(np.median(times)), 3), "loss": float(sums["total"]),
+                "train_step_b2_s": round(float(np.median(times)), 3), "loss": loss,
                 "params": int(sum(np.prod(w.shape) for w in model.weights))}
     finally:
         keras.mixed_precision.set_global_policy("float32")
         gc.collect()
+
+
+def kernel_gradients_ab(experiment: str, size: int, repeats: int, warmup: int = 2) -> dict:
+    """Median float32 step with TensorFlow's and with ``conv_grad``'s kernel gradients."""
+    steps = {name: build_step(experiment, size, "float32", on)[0] for name, on in (("native", False), ("matmul", True))}
+    times = {name: [] for name in steps}
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    median = {name: round(float(np.median(t)), 3) for name, t in times.items()}
+    return {"experiment": experiment, "size": size, "batch": BATCH, "native_s": median["native"],
+            "matmul_s": median["matmul"], "matmul_vs_native": round(median["matmul"] / median["native"], 3)}
 
 
 def main() -> None:
@@ -87,7 +113,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-anchor", action="store_true", help="Only this toolkit's numbers.")
+    parser.add_argument("--kernel-gradients-ab", action="store_true",
+                        help="Time our step with and without conv_grad's kernel gradients instead.")
+    parser.add_argument("--experiment", default="hourglass104-coco", help="For --kernel-gradients-ab.")
     args = parser.parse_args()
+    if args.kernel_gradients_ab:
+        print(json.dumps(kernel_gradients_ab(args.experiment, args.size, args.repeats)), flush=True)
+        return
     anchor = None if args.skip_anchor else run_anchor(args.size)
     if anchor:
         print(json.dumps(anchor), flush=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import keras
 
+from centernet_core import conv_grad
+
 OUTPUTS = ("heatmap", "size", "offset")
 HEAD_PREFIX = "head_"
 
@@ -30,9 +32,9 @@ class CenterNetHead(keras.layers.Layer):
     def __init__(self, num_outputs: int, channels: int, bias_init: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_outputs, self.channels, self.bias_init = int(num_outputs), int(channels), float(bias_init)
-        self.conv = keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu",
+        self.conv = conv_grad.Conv2D(self.channels, 3, padding="same", activation="relu",
                                         dtype=self.dtype_policy, name="conv")
-        self.out = keras.layers.Conv2D(self.num_outputs, 1, dtype=self.dtype_policy, name="out",
+        self.out = conv_grad.Conv2D(self.num_outputs, 1, dtype=self.dtype_policy, name="out",
                                        bias_initializer=keras.initializers.Constant(self.bias_init))
 
     def build(self, input_shape):

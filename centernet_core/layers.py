@@ -26,6 +26,8 @@ import keras
 import tensorflow as tf
 from keras.src.backend import AutocastScope  # no public alias in Keras 3.15
 
+from centernet_core import conv_grad
+
 
 @keras.saving.register_keras_serializable(package="centernet")
 class ConvBN(keras.layers.Layer):
@@ -48,7 +50,7 @@ class ConvBN(keras.layers.Layer):
         self.relu, self.momentum, self.epsilon = bool(relu), float(momentum), float(epsilon)
         self._explicit_pad = self.strides > 1 and self.kernel_size > 1
         self._padding = "VALID" if self._explicit_pad else "SAME"
-        self.conv = keras.layers.Conv2D(self.filters, self.kernel_size, self.strides,
+        self.conv = conv_grad.Conv2D(self.filters, self.kernel_size, self.strides,
                                         padding=self._padding.lower(), use_bias=False,
                                         kernel_initializer="he_normal", dtype=self.dtype_policy, name="conv")
         self.bn = keras.layers.BatchNormalization(momentum=self.momentum, epsilon=self.epsilon,

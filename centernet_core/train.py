@@ -27,7 +27,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from centernet_core import checkpoints, optim, runtime, storage
+from centernet_core import checkpoints, conv_grad, optim, runtime, storage
 from centernet_core import config as config_lib
 from centernet_core.data import augment, metadata as metadata_lib
 from centernet_core.errors import CenterNetError, ConfigError, DataError
@@ -90,20 +90,23 @@ def resolve_inputs(cfg, data: str | None, val_data: str | None, eval_every: int 
     return cfg, meta
 
 
-def make_train_loop(strategy, model, optimizer, train_cfg):
+def make_train_loop(strategy, model, optimizer, train_cfg, matmul_kernel_gradients: bool | None = None):
     """The compiled loop ``loop(iterator, num_steps) -> (steps_done, loss_sums, finite)``.
 
     ``loss_sums`` adds each finished step's global losses (dict of ``LOSS_KEYS``); the loop
     stops early, before applying it, at the first step whose total loss or (without loss
-    scaling) gradient holds a NaN or Inf.
+    scaling) gradient holds a NaN or Inf. ``matmul_kernel_gradients``: use
+    ``conv_grad``'s kernel gradients (default: when TensorFlow sees no GPU or TPU; oneDNN's
+    own kernel gradient is the slow one, GPUs and TPUs keep theirs).
     """
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    matmul_gradients = conv_grad.cpu_only() if matmul_kernel_gradients is None else matmul_kernel_gradients
     weights = dict(focal_alpha=train_cfg.focal_alpha, focal_beta=train_cfg.focal_beta,
                    size_weight=train_cfg.size_weight, offset_weight=train_cfg.offset_weight)
 
     def forward_backward(features, targets):
         num_objects = global_num_objects(targets["mask"])  # the global batch's count, >= 1
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, conv_grad.matmul_kernel_gradients(matmul_gradients):
             outputs = model(augment.model_input(features), training=True)
             losses = centernet_loss(outputs, targets, num_objects, **weights)
             scaled = optimizer.scale_loss(losses["total"])
