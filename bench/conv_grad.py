@@ -69,7 +69,7 @@ def time_shape(count, size, cin, filters, k, s, padding, dtype, repeats):
     return {"count": count, "input": size, "cin": cin, "filters": filters, "k": k, "stride": s,
             "forward_ms": round(ms["forward"], 2), "native_ms": round(ms["native"], 2),
             "matmul_ms": round(ms["matmul"], 2), "matmul_vs_native": round(ms["matmul"] / ms["native"], 3),
-            "worthwhile": conv_grad.worthwhile(x.shape, kernel.shape, s, dtype), "max_rel_err": float(f"{err:.2e}")}
+            "worthwhile": conv_grad.worthwhile(x.shape, kernel.shape, s, dtype, padding), "max_rel_err": float(f"{err:.2e}")}
 
 
 def main() -> None:

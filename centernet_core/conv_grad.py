@@ -4,7 +4,7 @@ TensorFlow's CPU kernel for a convolution's weight gradient (oneDNN's
 ``jit:avx512_core`` backward-weights primitive on this project's machines; there is no
 brgemm one for float32 without AMX) runs a 3x3, 256-channel layer of Hourglass-104 at
 128 x 128 in about 1.7x the time of the same layer's forward pass, and stride-2 layers in
-up to 10x. The gradient is one sum per kernel tap:
+5-6x. The gradient is one sum per kernel tap:
 
     dW[i, j] = sum over n, y, x of  X[n, s*y + i, s*x + j, :]^T  dY[n, y, x, :]    # [Cin, F]
 
@@ -37,7 +37,7 @@ _state = threading.local()
 # Where the matrix products beat the native kernel (bench/conv_grad.py, docs/benchmarks.md;
 # per layer, HG-104 and ResNet-18 shapes at 512 px, batch 2): at least this many output
 # pixels per image; then 1x1 stride-1 layers with >= 64 input channels, strided layers with
-# >= 64 channels in and out (the native strided kernel is the slowest: 2-4x at 128 x 128),
+# >= 64 channels in and out (the native strided kernel gradient takes 5-6x its forward time),
 # and stride-1 layers with at least MIN_CHANNELS channels in and out. A 1x1 stride-2
 # layer never pays: picking its pixels out costs more than the native kernel.
 MIN_OUTPUT_PIXELS = 64 * 64
@@ -46,7 +46,11 @@ MIN_CHANNELS = {tf.float32: 128, tf.bfloat16: 256}  # other dtypes keep the nati
 
 @contextlib.contextmanager
 def matmul_kernel_gradients(enabled: bool = True):
-    """Within the block, ``conv2d`` calls traced use the matrix-product kernel gradient."""
+    """Within the block, ``Conv2D`` layers called (or traced) use the matrix-product kernel gradient.
+
+    The switch is per thread: enter it where the layers are called, e.g. inside the replica
+    function given to ``strategy.run`` (MirroredStrategy calls each replica on its own thread).
+    """
     previous = getattr(_state, "enabled", False)
     _state.enabled = bool(enabled)
     try:
@@ -60,21 +64,26 @@ def cpu_only() -> bool:
     return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
-def worthwhile(input_shape, kernel_shape, strides: int, dtype) -> bool:
+def worthwhile(input_shape, kernel_shape, strides: int, dtype, padding: str = "SAME") -> bool:
     """Whether the matrix-product gradient is used for this layer (static shapes only).
 
-    input_shape: ``[N, H, W, C]``; kernel_shape: ``[k, k, C, F]``; dtype: the compute dtype.
-    Output pixels are counted as ``ceil(H / s) * ceil(W / s)``.
+    input_shape: ``[N, H, W, C]``; kernel_shape: ``[k, k, C, F]``; dtype: the compute dtype;
+    padding: ``"SAME"`` or ``"VALID"``.
     """
     height, width, channels = input_shape[1], input_shape[2], input_shape[3]
     k, filters, dtype = kernel_shape[0], kernel_shape[3], tf.as_dtype(dtype)
     if None in (height, width, channels) or k != kernel_shape[1] or dtype not in MIN_CHANNELS:
         return False
-    if -(-height // strides) * -(-width // strides) < MIN_OUTPUT_PIXELS:
+    out_h, out_w = (_output_size(size, k, strides, padding) for size in (height, width))
+    if out_h * out_w < MIN_OUTPUT_PIXELS:
         return False
     if k == 1:
         return strides == 1 and channels >= 64
     return min(channels, filters) >= (64 if strides > 1 else MIN_CHANNELS[dtype])
+
+
+def _output_size(size: int, k: int, s: int, padding: str) -> int:
+    return -(-size // s) if padding == "SAME" else max((size - k) // s + 1, 0)
 
 
 @keras.saving.register_keras_serializable(package="centernet")
@@ -89,7 +98,7 @@ class Conv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         if (getattr(_state, "enabled", False) and self.data_format == "channels_last" and self.groups == 1
                 and tuple(self.dilation_rate) == (1, 1) and self.strides[0] == self.strides[1]
-                and worthwhile(inputs.shape, kernel.shape, self.strides[0], inputs.dtype)):
+                and worthwhile(inputs.shape, kernel.shape, self.strides[0], inputs.dtype, self.padding.upper())):
             return conv2d(inputs, kernel, self.strides[0], self.padding.upper())
         return super().convolution_op(inputs, kernel)
 
@@ -109,7 +118,9 @@ def conv2d(x, kernel, strides: int, padding: str):
             return dx, kernel_gradient(x, dy, kernel.shape[0], strides, padding)
         return tf.nn.conv2d(x, kernel, strides, padding), grad
 
-    return conv(x, kernel)
+    # A tensor, not the (Keras / autocast) variable: run eagerly, a variable read inside the
+    # function would make tf.custom_gradient ask for a variables-aware gradient.
+    return conv(x, tf.convert_to_tensor(kernel))
 
 
 def kernel_gradient(x, dy, kernel_size: int, strides: int, padding: str):

@@ -29,7 +29,7 @@ def _reference(x, dy, k, s, padding):
 @pytest.mark.parametrize("size,k,s,padding", [
     ((9, 7), 3, 1, "SAME"), ((8, 8), 3, 2, "SAME"), ((9, 7), 3, 2, "SAME"), ((11, 10), 3, 2, "VALID"),
     ((8, 9), 1, 1, "SAME"), ((9, 8), 1, 2, "VALID"), ((13, 12), 7, 2, "VALID"), ((10, 10), 7, 2, "SAME"),
-    ((6, 6), 5, 1, "SAME"), ((12, 11), 3, 3, "SAME"),
+    ((6, 6), 5, 1, "SAME"), ((12, 11), 3, 3, "SAME"), ((11, 11), 3, 3, "VALID"), ((10, 9), 2, 2, "VALID"),
 ])
 def test_kernel_gradient_equals_the_plain_sum_and_tensorflows(size, k, s, padding):
     rng = np.random.default_rng(k * 10 + s)
@@ -59,16 +59,43 @@ def test_kernel_gradient_by_hand():
     np.testing.assert_array_equal(grad[..., 0, 0].numpy(), [[0, 0, 0], [0, 1, 2], [0, 4, 5]])
 
 
-def test_bfloat16_and_an_unknown_batch_size():
+@pytest.mark.parametrize("dtype,rtol", [(tf.float32, 1e-5), (tf.bfloat16, 0.02)])
+def test_an_unknown_batch_size(dtype, rtol):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 10, 10, 8)).astype(np.float32)
     dy = rng.standard_normal((3, 5, 5, 6)).astype(np.float32)
     grad = tf.function(lambda x, dy: conv_grad.kernel_gradient(x, dy, 3, 2, "SAME"), input_signature=[
-        tf.TensorSpec([None, 10, 10, 8], tf.bfloat16), tf.TensorSpec([None, 5, 5, 6], tf.bfloat16)])
-    ours = grad(tf.constant(x, tf.bfloat16), tf.constant(dy, tf.bfloat16))
-    assert ours.dtype == tf.bfloat16
-    reference = _reference(x, dy, 3, 2, "SAME")
-    np.testing.assert_allclose(tf.cast(ours, tf.float32).numpy(), reference, rtol=0.02, atol=0.05 * np.abs(reference).max())
+        tf.TensorSpec([None, 10, 10, 8], dtype), tf.TensorSpec([None, 5, 5, 6], dtype)])
+    ours = grad(tf.constant(x, dtype), tf.constant(dy, dtype))
+    assert ours.dtype == dtype
+    x, dy = (tf.cast(tf.constant(t, dtype), tf.float32).numpy() for t in (x, dy))  # the inputs as rounded
+    np.testing.assert_allclose(tf.cast(ours, tf.float32).numpy(), _reference(x, dy, 3, 2, "SAME"), rtol=rtol,
+                               atol=rtol)
+
+
+@pytest.mark.parametrize("policy,channels", [("float32", 128), ("mixed_bfloat16", 256)])
+def test_a_layer_over_the_thresholds_eagerly(policy, channels, monkeypatch):
+    # Real thresholds, eager calls (a variable read inside tf.custom_gradient would fail here).
+    layer = conv_grad.Conv2D(channels, 3, padding="same", dtype=policy)
+    x = tf.constant(np.random.default_rng(1).standard_normal((1, 64, 64, channels)), tf.float32)
+    layer.build(x.shape)
+    routed = []
+    conv2d = conv_grad.conv2d
+    monkeypatch.setattr(conv_grad, "conv2d", lambda *a: routed.append(a[2:]) or conv2d(*a))
+
+    def gradient(enabled):
+        with tf.GradientTape() as tape, conv_grad.matmul_kernel_gradients(enabled):
+            y = layer(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.linspace(-1.0, 1.0, channels))
+        return tape.gradient(loss, layer.kernel.value)
+
+    native = gradient(False)
+    assert routed == []
+    ours = gradient(True)
+    assert routed == [(1, "SAME")] and ours.dtype == tf.float32  # the variable's gradient, whatever the policy
+    scale = float(tf.reduce_max(tf.abs(native)))
+    tolerance = 1e-5 if policy == "float32" else 2e-2
+    np.testing.assert_allclose(ours.numpy(), native.numpy(), atol=tolerance * scale)
 
 
 def test_worthwhile_follows_the_measurements():
@@ -82,6 +109,10 @@ def test_worthwhile_follows_the_measurements():
     assert not hg(128, 128, 128, 3, 1, tf.bfloat16) and hg(128, 256, 256, 3, 1, tf.bfloat16)
     assert not hg(128, 256, 256, 3, 1, tf.float16)
     assert not conv_grad.worthwhile((2, None, None, 256), (3, 3, 256, 256), 1, tf.float32)
+    # Output pixels as the padding makes them: 130 'valid' stride 2 -> 64 x 64, 128 -> 63 x 63.
+    assert conv_grad.worthwhile((2, 130, 130, 256), (3, 3, 256, 256), 2, tf.float32, "VALID")
+    assert not conv_grad.worthwhile((2, 128, 128, 256), (3, 3, 256, 256), 2, tf.float32, "VALID")
+    assert conv_grad.worthwhile((2, 128, 128, 256), (3, 3, 256, 256), 2, tf.float32, "SAME")
 
 
 def _tiny_model_and_batch():
