@@ -33,9 +33,9 @@ class CenterNetHead(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_outputs, self.channels, self.bias_init = int(num_outputs), int(channels), float(bias_init)
         self.conv = conv_grad.Conv2D(self.channels, 3, padding="same", activation="relu",
-                                        dtype=self.dtype_policy, name="conv")
+                                     dtype=self.dtype_policy, name="conv")
         self.out = conv_grad.Conv2D(self.num_outputs, 1, dtype=self.dtype_policy, name="out",
-                                       bias_initializer=keras.initializers.Constant(self.bias_init))
+                                    bias_initializer=keras.initializers.Constant(self.bias_init))
 
     def build(self, input_shape):
         self.conv.build(input_shape)

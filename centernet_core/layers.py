@@ -51,8 +51,8 @@ class ConvBN(keras.layers.Layer):
         self._explicit_pad = self.strides > 1 and self.kernel_size > 1
         self._padding = "VALID" if self._explicit_pad else "SAME"
         self.conv = conv_grad.Conv2D(self.filters, self.kernel_size, self.strides,
-                                        padding=self._padding.lower(), use_bias=False,
-                                        kernel_initializer="he_normal", dtype=self.dtype_policy, name="conv")
+                                     padding=self._padding.lower(), use_bias=False,
+                                     kernel_initializer="he_normal", dtype=self.dtype_policy, name="conv")
         self.bn = keras.layers.BatchNormalization(momentum=self.momentum, epsilon=self.epsilon,
                                                   dtype=self.dtype_policy, name="bn")
         self._frozen = None  # (kernel, bias) from freeze_for_inference, or None

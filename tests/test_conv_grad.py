@@ -1,4 +1,5 @@
 """Kernel gradients as matrix products: equal to TensorFlow's and to a plain sum; used only where asked."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -117,7 +118,7 @@ def test_worthwhile_follows_the_measurements():
 
 def _tiny_model_and_batch():
     cfg = config_lib.resolve("shapes-tiny", profile="cpu", overrides=["model.input_size=64"])
-    tf.keras.utils.set_random_seed(3)
+    keras.utils.set_random_seed(3)
     model = build_model(cfg)
     rng = np.random.default_rng(0)
     image = tf.constant(rng.standard_normal((2, 64, 64, 3)).astype(np.float32))
