@@ -21,9 +21,9 @@ TINY = ["model.input_size=64", "runtime.global_batch_size=4", "train.scale_with_
         "data.shuffle_buffer=8"]
 
 EQUIVALENCE = r"""
-import json, sys
+import json, os, sys
 import numpy as np
-from centernet_core import config as config_lib, optim, runtime
+from centernet_core import config as config_lib, conv_grad, optim, runtime
 strategy = runtime.build_strategy(config_lib.RuntimeConfig(strategy=sys.argv[1], num_devices=int(sys.argv[2])))
 import keras
 import tensorflow as tf
@@ -41,13 +41,18 @@ images = images.map(lambda f, t: ({"image": f["image"]}, t)).cache()
 def dataset_fn(ctx):
     return images.batch(ctx.get_per_replica_batch_size(8)).repeat()
 
+Conv2D, kernel_gradients = keras.layers.Conv2D, []
+if os.environ.get("MATMUL_KERNEL_GRADIENTS"):  # conv_grad's gradients in every layer, counted
+    Conv2D, conv_grad.worthwhile, kernel_gradient = conv_grad.Conv2D, lambda *a: True, conv_grad.kernel_gradient
+    conv_grad.kernel_gradient = lambda *a: kernel_gradients.append(1) or kernel_gradient(*a)
+
 class NoBatchNorm(keras.Model):
     def __init__(self):
         super().__init__()
-        self.trunk = [keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
-                      keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")]
-        self.out = {"heatmap": keras.layers.Conv2D(3, 1, bias_initializer=keras.initializers.Constant(-2.19)),
-                    "size": keras.layers.Conv2D(2, 1), "offset": keras.layers.Conv2D(2, 1)}
+        self.trunk = [Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+                      Conv2D(8, 3, strides=2, padding="same", activation="relu")]
+        self.out = {"heatmap": Conv2D(3, 1, bias_initializer=keras.initializers.Constant(-2.19)),
+                    "size": Conv2D(2, 1), "offset": Conv2D(2, 1)}
     def call(self, x, training=None):
         for layer in self.trunk:
             x = layer(x)
@@ -66,6 +71,7 @@ for _ in range(3):
     done, sums, finite = loop(iterator, tf.constant(1))
     losses.append({k: float(v) for k, v in sums.items()})
 print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": losses,
+                              "kernel_gradients": len(kernel_gradients),
                               "weights": [np.asarray(w).tolist() for w in model.weights]}))
 """
 
@@ -108,12 +114,20 @@ def _cli(*args):
     return ["-c", "from centernet_cli.main import main; main()", *args]
 
 
-def test_mirrored_two_cpus_equals_one_device(shapes_dataset):
+@pytest.mark.parametrize("matmul", [False, True], ids=["native", "matmul-kernel-gradients"])
+def test_mirrored_two_cpus_equals_one_device(shapes_dataset, matmul):
+    # With ``matmul`` the two replicas use conv_grad's kernel gradients, the one device TensorFlow's.
     pattern = os.path.join(shapes_dataset, "val-*.tfrecord")
     args = ["model.input_size=64"]
     one = _result(_python(["-c", EQUIVALENCE, "default", "0", pattern, *args]))
-    two = _result(_python(["-c", EQUIVALENCE, "mirrored", "2", pattern, *args]))
+    two = _result(_python(["-c", EQUIVALENCE, "mirrored", "2", pattern, *args],
+                          env={"MATMUL_KERNEL_GRADIENTS": "1"} if matmul else None))
     assert (one["replicas"], two["replicas"]) == (1, 2)
+    assert one["kernel_gradients"] == 0
+    if matmul:  # 5 layers, traced on each replica's own thread
+        assert two["kernel_gradients"] >= 2 * 5
+    else:
+        assert two["kernel_gradients"] == 0
     for a, b in zip(one["losses"], two["losses"]):
         for k in ("total", "heatmap", "size", "offset"):
             assert b[k] == pytest.approx(a[k], rel=2e-5), (k, one["losses"], two["losses"])
