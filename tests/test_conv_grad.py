@@ -5,9 +5,10 @@ import pytest
 import tensorflow as tf
 
 from centernet_core import config as config_lib
-from centernet_core import conv_grad
+from centernet_core import conv_grad, optim
 from centernet_core.losses import centernet_loss
 from centernet_core.model import build_model
+from centernet_core.train import make_train_loop
 
 
 def _reference(x, dy, k, s, padding):
@@ -116,6 +117,16 @@ def test_worthwhile_follows_the_measurements():
     assert conv_grad.worthwhile((2, 128, 128, 256), (3, 3, 256, 256), 2, tf.float32, "SAME")
 
 
+@pytest.fixture
+def kernel_gradient_calls(monkeypatch):
+    """``(k, s, padding)`` of each ``conv_grad.kernel_gradient`` call, with every layer ``worthwhile``."""
+    calls = []
+    kernel_gradient = conv_grad.kernel_gradient
+    monkeypatch.setattr(conv_grad, "kernel_gradient", lambda *a: calls.append(a[2:]) or kernel_gradient(*a))
+    monkeypatch.setattr(conv_grad, "worthwhile", lambda *a: True)  # every layer of the tiny model
+    return calls
+
+
 def _tiny_model_and_batch():
     cfg = config_lib.resolve("shapes-tiny", profile="cpu", overrides=["model.input_size=64"])
     keras.utils.set_random_seed(3)
@@ -131,12 +142,9 @@ def _tiny_model_and_batch():
     return model, image, targets
 
 
-def test_layers_use_it_only_inside_the_block_and_the_gradients_agree(monkeypatch):
+def test_layers_use_it_only_inside_the_block_and_the_gradients_agree(kernel_gradient_calls):
     model, image, targets = _tiny_model_and_batch()
-    calls = []
-    kernel_gradient = conv_grad.kernel_gradient
-    monkeypatch.setattr(conv_grad, "kernel_gradient", lambda *a: calls.append(a[2:]) or kernel_gradient(*a))
-    monkeypatch.setattr(conv_grad, "worthwhile", lambda *a: True)  # every layer of the tiny model
+    calls = kernel_gradient_calls
 
     @tf.function
     def gradients(enabled):
@@ -154,22 +162,16 @@ def test_layers_use_it_only_inside_the_block_and_the_gradients_agree(monkeypatch
                                    err_msg=v.path)
 
 
-def test_the_train_step_uses_it_on_cpus_only(monkeypatch):
-    from centernet_core import optim
-    from centernet_core.train import make_train_loop
-
+def test_the_train_step_uses_it_on_cpus_only(kernel_gradient_calls, monkeypatch):
     cfg = config_lib.resolve("shapes-tiny", profile="cpu", overrides=["model.input_size=64"])
     model, image, targets = _tiny_model_and_batch()
     optimizer = optim.build_optimizer(cfg.train, "float32")
     optimizer.build(model.trainable_variables)
     dataset = tf.data.Dataset.from_tensors(({"image": image}, targets)).repeat()
-    calls = []
-    kernel_gradient = conv_grad.kernel_gradient
-    monkeypatch.setattr(conv_grad, "kernel_gradient", lambda *a: calls.append(a[2:]) or kernel_gradient(*a))
+    calls = kernel_gradient_calls
     strategy = tf.distribute.get_strategy()
     for cpu_only, used in ((False, False), (True, True)):
         monkeypatch.setattr(conv_grad, "cpu_only", lambda: cpu_only)  # noqa: B023
-        monkeypatch.setattr(conv_grad, "worthwhile", lambda *a: True)
         calls.clear()
         loop = make_train_loop(strategy, model, optimizer, cfg.train)
         done = loop(iter(strategy.distribute_datasets_from_function(lambda ctx: dataset)), tf.constant(1))[0]
