@@ -2,13 +2,22 @@
 
 Build it once with `bash ../shared/anchors/setup_anchor_venv.sh`; the benchmarks call
 `run_anchor` in the same job as their own measurements and report ratios.
+
+Where things are: ``CENTERNET_SHARED`` (default: ``../shared`` beside the repository) holds
+the anchor scripts; ``ANCHOR_VENV`` and ``UL_VENV`` (the variables the setup scripts read;
+defaults /tmp/anchor-venv and /tmp/ul-venv) are the side venvs.
 """
 import json
 import os
 import subprocess
 
-ANCHOR = ["/tmp/anchor-venv/bin/python", "/work/shared/anchors/anchor_modelgarden.py"]
-ANCHOR_ENV = {"PYTHONPATH": "/tmp/anchor-venv/mg"}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("CENTERNET_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
+ANCHOR_VENV = os.environ.get("ANCHOR_VENV", "/tmp/anchor-venv")
+UL_VENV = os.environ.get("UL_VENV", "/tmp/ul-venv")
+ANCHOR_PYTHON = os.path.join(ANCHOR_VENV, "bin", "python")
+ANCHOR = [ANCHOR_PYTHON, os.path.join(SHARED, "anchors", "anchor_modelgarden.py")]
+ANCHOR_ENV = {"PYTHONPATH": os.path.join(ANCHOR_VENV, "mg")}
 
 
 def run_json(cmd: list[str], env: dict | None = None) -> dict:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from centernet_core import conv_grad
+from centernet_core.training import conv_grad
 
 # (count in HG-104, input size H = W, C, F, k, stride, padding): the layers of one train step.
 SHAPES = [

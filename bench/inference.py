@@ -37,10 +37,11 @@ def _time(fn, images, warmup: int, iters: int) -> float:
 def bench_experiment(name: str, workdir: str, batches, iters: int, threads: int) -> list[dict]:
     import keras
     import tensorflow as tf
-    from centernet_core import config as config_lib, runners
-    from centernet_core.export import export_trained
-    from centernet_core.model import build_model
-    from centernet_core.trained import TrainedModel
+    from centernet_core import config as config_lib
+    from centernet_core.inference import exported
+    from centernet_core.inference.export import export_trained
+    from centernet_core.modeling.model import build_model
+    from centernet_core.inference.trained import TrainedModel
 
     cfg = config_lib.resolve(name, profile="cpu")
     keras.utils.set_random_seed(0)
@@ -54,7 +55,7 @@ def bench_experiment(name: str, workdir: str, batches, iters: int, threads: int)
     rows = []
     for fmt, fmt_batches in (("saved_model", batches), ("tflite", (1,)), ("onnx", batches)):
         kwargs = {} if fmt == "saved_model" else {"num_threads": threads}
-        runner = runners.open_runner(out, fmt, **kwargs)
+        runner = exported.open_runner(out, fmt, **kwargs)
         for batch in fmt_batches:
             images = rng.integers(0, 256, (batch, 480, 640, 3), dtype=np.uint8)
             rate = _time(runner, images, warmup=2, iters=iters)

@@ -11,7 +11,7 @@ In one run (so the ratios share the machine's state):
    (``freeze_for_inference``, the eval / export path). These four are timed round-robin,
    one call each per round, so a change in the machine's load hits all of them alike.
 3. The same four in a fresh process with oneDNN's weight cache on, as ``centernet eval`` and
-   ``centernet predict`` run (``tf_runtime.cache_inference_weights``); and, to show what that
+   ``centernet predict`` run (``tf_setup.cache_inference_weights``); and, to show what that
    switch alone is worth, Model Garden's script once more with the same switch forced on.
 4. Every registered backbone: params, FLOPs and forward + decode latency at the same size.
 The goal figure is our inference commands' time (frozen, weight cache) over Model Garden's as
@@ -33,9 +33,10 @@ import tensorflow as tf
 
 from anchor import run_anchor, run_json  # bench/anchor.py (the script's folder is on sys.path)
 from centernet_core import config as config_lib
-from centernet_core.decode import decode
-from centernet_core.model import build_model, count_params, describe_model, freeze_for_inference
-from centernet_core.tf_runtime import WEIGHT_CACHE_ENV
+from centernet_core.tasks.detection.decode import decode
+from centernet_core.modeling.model import build_model, freeze_for_inference
+from centernet_core.modeling.summary import count_params, describe_model
+from centernet_core.tf_setup import WEIGHT_CACHE_ENV
 
 EXPERIMENTS = {"hourglass104": "hourglass104-coco", "hourglass52": "hourglass104-coco", "resnet18": "resnet18-coco",
                "resnet50": "resnet50-coco", "dla34": "dla34-coco", "mobilenetv2": "mobilenetv2-coco"}

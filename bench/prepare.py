@@ -21,10 +21,11 @@ import subprocess
 import sys
 import time
 
+import anchor  # bench/anchor.py (run from bench/ or with it on sys.path, as the other benchmarks)
 from centernet_core.data.shapes import write_split
 
-ANCHOR_PY = "/tmp/anchor-venv/bin/python"
-RUN_MG = "/work/shared/anchors/run_mg.py"
+ANCHOR_PY = anchor.ANCHOR_PYTHON
+RUN_MG = os.path.join(anchor.SHARED, "anchors", "run_mg.py")
 
 
 def timed(cmd: list[str], env: dict | None = None) -> float:
@@ -53,7 +54,7 @@ def main() -> None:
     raw = time.perf_counter() - start
     out = os.path.join(a.dir, "out")
     centernet = [sys.executable, "-m", "centernet_cli.main"]
-    env = dict(os.environ, PYTHONPATH="/tmp/anchor-venv/mg")
+    env = dict(os.environ, **anchor.ANCHOR_ENV)
 
     def ours(workers: int) -> float:
         shutil.rmtree(out, ignore_errors=True)

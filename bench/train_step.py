@@ -7,7 +7,7 @@ In one run (so the ratio shares the machine's state):
 1. Model Garden's CenterNet HG-104 train step (the anchor script in its own venv, a
    subprocess): forward, a trivial mean loss, gradients, Adam update; batch 2, float32.
 2. This toolkit's train step on the same model size (80 classes): the real training
-   loop of ``centernet_core.train`` (focal + L1 losses over both stacks, global-norm
+   loop of ``centernet_core.training.loop`` (focal + L1 losses over both stacks, global-norm
    clipping, AdamW with decoupled decay, finiteness check), one step per call, float32
    and mixed_bfloat16.
 Prints one JSON object per measurement and a summary line with the ratios.
@@ -28,9 +28,10 @@ import tensorflow as tf
 
 from anchor import run_anchor  # bench/anchor.py (the script's folder is on sys.path)
 from centernet_core import config as config_lib
-from centernet_core import optim
-from centernet_core.model import build_model
-from centernet_core.train import make_train_loop
+from centernet_core.training import optim
+from centernet_core.modeling.model import build_model
+from centernet_core.tasks import build_task
+from centernet_core.training.loop import make_train_loop
 
 BATCH = 2
 GOAL = 0.9  # our step time / Model Garden's, float32
@@ -63,7 +64,7 @@ def build_step(experiment: str, size: int, precision: str, matmul_kernel_gradien
     model = build_model(cfg)
     optimizer = optim.build_optimizer(cfg.train, precision)
     optimizer.build(model.trainable_variables)
-    loop = make_train_loop(strategy, model, optimizer, cfg.train, matmul_kernel_gradients)
+    loop = make_train_loop(strategy, model, optimizer, build_task(cfg), matmul_kernel_gradients)
     batch = synthetic_batch(size, cfg.model.num_classes, cfg.data.max_objects)
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: dataset))

@@ -56,10 +56,10 @@ def run_demo(workdir: str, steps: int | None = None, train_images: int = TRAIN_I
     from centernet_core.data.metadata import load_metadata
     from centernet_core.data.shapes import make_shapes_dataset
     from centernet_core.errors import DataError
-    from centernet_core.evaluate import evaluate_checkpoint
-    from centernet_core.export import export_checkpoint, remove_tree
-    from centernet_core.predict import predict_images
-    from centernet_core.train import train
+    from centernet_core.inference.evaluate import evaluate_checkpoint
+    from centernet_core.inference.export import export_checkpoint
+    from centernet_core.inference.predict import predict_images
+    from centernet_core.training.loop import train
 
     say = on_stage or (lambda name: None)
     paths = demo_paths(workdir)
@@ -73,17 +73,18 @@ def run_demo(workdir: str, steps: int | None = None, train_images: int = TRAIN_I
         say(f"prepare: {train_images} + {val_images} synthetic shapes pictures in {data}")
         make_shapes_dataset(data, train=train_images, val=val_images, size="128", seed=0)
     overrides = [f"train.steps={steps}", f"train.warmup_steps={min(100, steps // 10)}"] if steps else []
+    overrides += [f"data.train={train_pattern}", f"data.val={val_pattern}"]
     cfg = config_lib.resolve(EXPERIMENT, profile="cpu", overrides=overrides)
     say(f"train: {EXPERIMENT}, {cfg.train.steps} steps of {cfg.runtime.global_batch_size} pictures into {paths['run']}")
-    train(cfg, paths["run"], data=train_pattern, val_data=val_pattern, show_progress=show_progress, console=console)
+    train(cfg, paths["run"], show_progress=show_progress, console=console)
     say("eval: COCO box AP on the val pictures")
     annotations = storage.join(data, "instances_val.json")
-    metrics = evaluate_checkpoint(paths["run"], val_pattern, annotations=annotations, output=paths["results"],
-                                  per_class=True)
+    metrics = evaluate_checkpoint(paths["run"], annotations=annotations, output=paths["results"],
+                                  overrides=["eval.per_class=true"])
     formats = export_formats()
     say(f"export: {', '.join(formats)} into {paths['export']}")
     if storage.exists(paths["export"]):  # the demo's own previous export (exports are all or nothing)
-        remove_tree(paths["export"])
+        storage.remove_tree(paths["export"])
     exported = export_checkpoint(paths["run"], paths["export"], formats)
     say(f"predict: {PREDICT_IMAGES} val pictures with the exported SavedModel into {paths['predictions']}")
     val_json = json.loads(storage.read_text(annotations))

@@ -8,13 +8,15 @@ scheme that is still not registered fails before any work starts.
 """
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import os
 import posixpath
+import shutil
 import uuid
 
 from centernet_core.errors import StorageError
-from centernet_core.tf_runtime import require_tensorflow
+from centernet_core.tf_setup import require_tensorflow
 
 BUILTIN_SCHEMES = {"", "file", "gs", "ram"}
 _checked: set[str] = set()
@@ -160,3 +162,36 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def remove_tree(path: str) -> None:
+    """Delete the directory ``path`` and everything under it (local or remote)."""
+    if _is_local(path):
+        shutil.rmtree(_local(path))
+        return
+    check_scheme(path)
+    _gfile().rmtree(path)
+
+
+@contextlib.contextmanager
+def staged_directory(path: str):
+    """Write a new directory all-or-nothing: yields a sibling staging directory.
+
+    On a clean exit the staging directory replaces ``path`` (which must be absent or an
+    empty directory); on any exception it is deleted and ``path`` is left as it was.
+    """
+    path = path.rstrip("/")
+    parent = dirname(path)
+    if parent:
+        makedirs(parent)
+    staging = temp_name(path)
+    makedirs(staging)
+    try:
+        yield staging
+        if isdir(path):  # an empty directory: replaced by the rename
+            remove_tree(path)
+        rename(staging, path)
+    except BaseException:
+        if exists(staging):
+            remove_tree(staging)
+        raise

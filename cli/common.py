@@ -17,6 +17,23 @@ ProfileOpt = typer.Option(None, "--profile", "-p", help="Runtime profile: strate
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set train.steps=1000 (repeatable).")
 
 
+def flag_overrides(**flags) -> list[str]:
+    """Command-line flags as config overrides: ``flag_overrides(**{"data.train": "x*"})`` ->
+    ``["data.train=x*"]``. A flag left at None (not given) adds nothing; booleans become
+    true / false, lists and tuples comma-separated values. They go through the same parsing,
+    type checks and validation as ``--set`` items and come after them (a flag wins)."""
+    items = []
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        items.append(f"{key}={value}")
+    return items
+
+
 def resolve_config(experiment: Optional[str], config_file: Optional[str], profile: Optional[str],
                    overrides: Optional[List[str]], default_experiment: Optional[str] = None):
     """The CLI's one call into config resolution."""

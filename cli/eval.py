@@ -8,13 +8,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from centernet_cli.common import SetOpt, console
+from centernet_cli.common import SetOpt, console, flag_overrides
 from centernet_core.errors import ConfigError
 
 
 def metrics_table(metrics: dict, title: str = "COCO box metrics") -> Table:
     """The 12 COCOeval numbers as a rich table (values x 100, as papers print them)."""
-    from centernet_core.coco_eval import stats_rows
+    from centernet_core.inference.coco_eval import stats_rows
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("COCOeval", style="dim")
@@ -55,7 +55,7 @@ def eval_(
     Example: centernet eval --ckpt runs/shapes --flip --output results.json --per-class
     Example: centernet eval --detections results.json --annotations instances_val2017.json
     """
-    from centernet_core import evaluate
+    from centernet_core.inference import evaluate
 
     if detections:
         if ckpt:
@@ -68,14 +68,14 @@ def eval_(
         return
     if not ckpt:
         raise ConfigError("nothing to evaluate: pass --ckpt RUN_DIR (or --detections FILE --annotations FILE)")
-    parsed = evaluate.parse_scales(scales)
+    flags = flag_overrides(**{"data.val": data, "eval.flip": flip, "eval.scales": scales,
+                              "eval.per_class": per_class or None})
     with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("eval", total=None)
         metrics = evaluate.evaluate_checkpoint(
-            ckpt, data, flip=flip, scales=parsed, per_class=per_class or None, annotations=annotations,
-            output=output, overrides=set_ or [], on_start=lambda n: bar.update(task, total=n or None),
-            on_batch=lambda n: bar.advance(task, n))
+            ckpt, annotations=annotations, output=output, overrides=(set_ or []) + flags,
+            on_start=lambda n: bar.update(task, total=n or None), on_batch=lambda n: bar.advance(task, n))
     console.print(f"{metrics['images']} images, {metrics['detections']} detections, checkpoint {metrics['checkpoint']}",
                   highlight=False)
     if output:

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from centernet_cli.common import SetOpt, console
+from centernet_cli.common import SetOpt, console, flag_overrides
 
 
 def checks_table(summary: dict) -> Table:
@@ -36,10 +36,10 @@ def export(
 
     Example: centernet export --ckpt runs/shapes --output exports/shapes --format saved_model,tflite,onnx
     """
-    from centernet_core.export import export_checkpoint
+    from centernet_core.inference.export import export_checkpoint
 
-    chosen = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
+    flags = flag_overrides(**{"export.formats": formats, "export.tflite_float16": float16})
     with console.status("exporting") as status:
-        summary = export_checkpoint(ckpt, output, chosen, float16, overrides=set_ or [],
+        summary = export_checkpoint(ckpt, output, overrides=(set_ or []) + flags,
                                     on_step=lambda step: status.update(f"exporting: {step}"))
     console.print(checks_table({**summary, "output": output}))

@@ -7,7 +7,7 @@ import typer
 
 from centernet_cli.common import ConfigOpt, ExperimentOpt, SetOpt, console, resolve_config
 from centernet_core.errors import ConfigError
-from centernet_core.tf_runtime import require_tensorflow
+from centernet_core.tf_setup import require_tensorflow
 
 SOURCES = ("centernet-pth",)
 
@@ -40,7 +40,7 @@ def import_(
         raise ConfigError(f"--from {source!r} is not supported; valid: {', '.join(SOURCES)}")
     cfg = resolve_config(experiment, config_file, None, set_, default_experiment="hourglass104-coco")
     require_tensorflow()
-    from centernet_core.import_weights import import_centernet_pth
+    from centernet_core.importers.hourglass_pth import import_centernet_pth
 
     summary = import_centernet_pth(checkpoint, output, cfg, backbone_only=backbone_only, categories_from=categories)
     what = "backbone" if backbone_only else "model"

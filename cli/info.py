@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from centernet_cli.common import ConfigOpt, ExperimentOpt, ProfileOpt, SetOpt, console, resolve_config
-from centernet_core.tf_runtime import require_tensorflow
+from centernet_core.tf_setup import require_tensorflow
 
 
 def info(
@@ -25,7 +25,8 @@ def info(
     """
     cfg = resolve_config(experiment, config_file, profile, set_)
     require_tensorflow()
-    from centernet_core.model import build_model, describe_model
+    from centernet_core.modeling.model import build_model
+    from centernet_core.modeling.summary import describe_model
 
     report = describe_model(build_model(cfg), cfg.model.input_size)
     report = {"experiment": cfg.name, "backbone": cfg.model.backbone, "num_classes": cfg.model.num_classes, **report}

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from centernet_core import __version__
 from centernet_core.errors import CenterNetError
-from centernet_core.tf_runtime import INSTALL_HINT, cache_inference_weights, require_tensorflow
+from centernet_core.tf_setup import INSTALL_HINT, cache_inference_weights, require_tensorflow
 from centernet_cli.common import err_console
 
 app = typer.Typer(
@@ -61,7 +61,7 @@ def _register_commands() -> None:
 # needs it only for remote paths and imports it itself then.)
 _TF_COMMANDS = {"info", "train", "eval", "export", "predict", "demo", "import"}
 # Commands that restore weights once and only infer: oneDNN may cache their reordered
-# weights (tf_runtime.cache_inference_weights). Never a command that trains.
+# weights (tf_setup.cache_inference_weights). Never a command that trains.
 _INFERENCE_COMMANDS = {"eval", "predict"}
 
 

@@ -34,7 +34,7 @@ def predict(
 
     Example: centernet predict photos/ extra.jpg --model exports/shapes --output predictions --threshold 0.4
     """
-    from centernet_core.predict import predict_images
+    from centernet_core.inference.predict import predict_images
 
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:

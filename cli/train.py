@@ -1,11 +1,11 @@
-"""`centernet train`: resolve the config, call ``centernet_core.train.train``, print the outcome."""
+"""`centernet train`: resolve the config, call ``centernet_core.training.loop.train``, print the outcome."""
 from __future__ import annotations
 
 from typing import List, Optional
 
 import typer
 
-from centernet_cli.common import ConfigOpt, ExperimentOpt, ProfileOpt, SetOpt, console, resolve_config
+from centernet_cli.common import ConfigOpt, ExperimentOpt, ProfileOpt, SetOpt, console, flag_overrides, resolve_config
 
 
 def train(
@@ -29,11 +29,12 @@ def train(
 
     Example: centernet train --experiment shapes-tiny --profile cpu --model-dir runs/shapes --data data/shapes/train-*.tfrecord --val-data data/shapes/val-*.tfrecord --eval-every 500
     """
-    cfg = resolve_config(experiment, config_file, profile, set_)
-    from centernet_core.train import train as run_training
+    flags = flag_overrides(**{"data.train": data, "data.val": val_data, "train.eval_every": eval_every})
+    cfg = resolve_config(experiment, config_file, profile, (set_ or []) + flags)
+    from centernet_core.training.loop import train as run_training
 
-    result = run_training(cfg, model_dir, data=data, val_data=val_data, init_checkpoint=init_checkpoint,
-                          eval_every=eval_every, show_progress=not no_progress, console=console)
+    result = run_training(cfg, model_dir, init_checkpoint=init_checkpoint, show_progress=not no_progress,
+                          console=console)
     if result.status == "interrupted":
         console.print(f"stopped by {result.signal} at step {result.step}; checkpoint saved in {model_dir}",
                       highlight=False)

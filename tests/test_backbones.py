@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from centernet_core import config as config_lib
-from centernet_core.backbones import backbone_names, build_backbone, get_backbone_spec, register_backbone
+from centernet_core import config as config_lib, strides
+from centernet_core.modeling.backbones import backbone_names, build_backbone, get_backbone_spec, register_backbone
 from centernet_core.errors import ConfigError
 from centernet_core.data.augment import normalize_bgr
-from centernet_core.layers import ChannelAffine, ConvBN
+from centernet_core.modeling.layers import ChannelAffine, ConvBN
 
 # name -> (kwargs, two input sizes, feature channels, stacks)
 CASES = {
@@ -22,15 +22,15 @@ CASES = {
 
 
 def test_registry_matches_config_divisors():
-    assert sorted(config_lib.BACKBONE_INPUT_DIVISOR) == backbone_names() == sorted(CASES)
-    for name, divisor in config_lib.BACKBONE_INPUT_DIVISOR.items():
+    assert sorted(strides.INPUT_DIVISOR) == backbone_names() == sorted(CASES)
+    for name, divisor in strides.INPUT_DIVISOR.items():
         spec = get_backbone_spec(name)
         assert (spec.input_divisor, spec.stride, spec.num_stacks) == (divisor, 4, CASES[name][3])
 
 
 def test_registry_errors():
     with pytest.raises(ValueError, match="already registered"):
-        register_backbone("resnet18", input_divisor=32)(lambda **kw: None)
+        register_backbone("resnet18")(lambda **kw: None)
     with pytest.raises(ConfigError, match="unknown backbone 'resnet19'; valid: dla34, hourglass104"):
         get_backbone_spec("resnet19")
     with pytest.raises(ConfigError, match="file not found: /nonexistent.weights.h5"):
@@ -175,7 +175,8 @@ def test_backbone_weights_file_is_loaded(tmp_path):
 @pytest.mark.slow
 def test_hourglass104_parameter_count_matches_model_garden():
     """REFERENCE.md: 191,289,148 trainable + 117,504 BN statistics with 90 classes at 512."""
-    from centernet_core.model import build_model, count_params
+    from centernet_core.modeling.model import build_model
+    from centernet_core.modeling.summary import count_params
     cfg = config_lib.resolve("hourglass104-coco", overrides=["model.num_classes=90"])
     model = build_model(cfg)
     assert count_params(model) == {"trainable": 191_289_148, "total": 191_406_652}

@@ -4,6 +4,7 @@ import dataclasses
 import pytest
 
 from centernet_core import config as C
+from centernet_core import run_dir
 from centernet_core.errors import ConfigError
 
 PRESETS = ["dla34-coco", "hourglass104-coco", "mobilenetv2-coco", "resnet18-coco", "resnet50-coco", "shapes-tiny"]
@@ -111,14 +112,14 @@ def test_config_file_and_cross_field_validation(tmp_path):
 
 def test_run_config_round_trip(tmp_path):
     cfg = C.resolve("hourglass104-coco", profile="gpu-x8", overrides=["eval.scales=0.5,1", "data.train=/x/*.tfrecord"])
-    path = C.save_run_config(cfg, str(tmp_path / "run"))
+    path = run_dir.write_config(cfg, str(tmp_path / "run"))
     assert path.endswith("config.yaml")
-    again = C.load_run_config(str(tmp_path / "run"))
+    again = run_dir.load_config(str(tmp_path / "run"))
     assert again == cfg and dataclasses.is_dataclass(again)
     # a checkpoint path inside the run directory finds the same config
-    assert C.load_run_config(str(tmp_path / "run" / "ckpt-100")) == cfg
+    assert run_dir.load_config(str(tmp_path / "run" / "ckpt-100")) == cfg
     with pytest.raises(ConfigError, match="no config.yaml found"):
-        C.load_run_config(str(tmp_path / "elsewhere"))
+        run_dir.load_config(str(tmp_path / "elsewhere"))
 
 
 def test_config_is_frozen():

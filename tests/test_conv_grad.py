@@ -5,10 +5,13 @@ import pytest
 import tensorflow as tf
 
 from centernet_core import config as config_lib
-from centernet_core import conv_grad, optim
-from centernet_core.losses import centernet_loss
-from centernet_core.model import build_model
-from centernet_core.train import make_train_loop
+from centernet_core.modeling.layers import Conv2D
+from centernet_core.training import conv_grad
+from centernet_core.training import optim
+from centernet_core.tasks.detection.losses import centernet_loss
+from centernet_core.modeling.model import build_model
+from centernet_core.tasks import build_task
+from centernet_core.training.loop import make_train_loop
 
 
 def _reference(x, dy, k, s, padding):
@@ -78,7 +81,7 @@ def test_an_unknown_batch_size(dtype, rtol):
 @pytest.mark.parametrize("policy,channels", [("float32", 128), ("mixed_bfloat16", 256)])
 def test_a_layer_over_the_thresholds_eagerly(policy, channels, monkeypatch):
     # Real thresholds, eager calls (a variable read inside tf.custom_gradient would fail here).
-    layer = conv_grad.Conv2D(channels, 3, padding="same", dtype=policy)
+    layer = Conv2D(channels, 3, padding="same", dtype=policy)
     x = tf.constant(np.random.default_rng(1).standard_normal((1, 64, 64, channels)), tf.float32)
     layer.build(x.shape)
     routed = []
@@ -173,7 +176,7 @@ def test_the_train_step_uses_it_on_cpus_only(kernel_gradient_calls, monkeypatch)
     for cpu_only, used in ((False, False), (True, True)):
         monkeypatch.setattr(conv_grad, "cpu_only", lambda: cpu_only)  # noqa: B023
         calls.clear()
-        loop = make_train_loop(strategy, model, optimizer, cfg.train)
+        loop = make_train_loop(strategy, model, optimizer, build_task(cfg))
         done = loop(iter(strategy.distribute_datasets_from_function(lambda ctx: dataset)), tf.constant(1))[0]
         assert int(done) == 1
         assert bool(calls) == used

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from centernet_core.decode import classwise_nms, decode, merge_flip, to_original
+from centernet_core.tasks.detection.decode import classwise_nms, decode, merge_flip, to_original
 
 H = W = 16
 C = 3

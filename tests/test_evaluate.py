@@ -11,10 +11,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from centernet_cli.main import main
-from centernet_core import coco_eval
-from centernet_core.decode import classwise_nms
-from centernet_core.detect import detect
-from centernet_core.evaluate import evaluate_checkpoint, evaluate_detections, parse_scales
+from centernet_core import config as config_lib
+from centernet_core.inference import coco_eval
+from centernet_core.tasks.detection.decode import classwise_nms
+from centernet_core.inference.detect import detect
+from centernet_core.inference.evaluate import evaluate_checkpoint, evaluate_detections
+from centernet_core.tasks.detection import DetectionTask
 from tiny_run import tiny_run
 
 
@@ -121,7 +123,7 @@ class _MirrorModel:
 
 def _run(model, images, flip, scales=(1.0,)):
     n, s = images.shape[0], images.shape[1]
-    det = detect(model, tf.constant(images), tf.ones([n]), tf.fill([n, 2], float(s)), divisor=8,
+    det = detect(model, DetectionTask(num_classes=2), tf.constant(images), tf.ones([n]), tf.fill([n, 2], float(s)), divisor=8,
                  flip=flip, scales=scales, max_detections=10)
     return {k: v.numpy() for k, v in det.items()}
 
@@ -163,7 +165,8 @@ def test_multi_scale_finds_the_same_peak_once():
     images = np.zeros([1, 32, 32, 3], np.float32)
     det = _run(_ConstantModel(), images, False, scales=(1.0, 1.0))
     assert int((det["scores"][0] > 0.5).sum()) == 1  # the duplicate from the second pass is suppressed
-    assert parse_scales("0.5, 1,1.5") == (0.5, 1.0, 1.5) and parse_scales("") is None
+    # --scales arrives as the override eval.scales=TEXT
+    assert config_lib.resolve("shapes-tiny", overrides=["eval.scales=0.5, 1,1.5"]).eval.scales == (0.5, 1.0, 1.5)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +177,7 @@ def run_dir(shapes_dataset, tmp_path_factory):
 def test_evaluate_checkpoint_writes_a_results_file_pycocotools_accepts(run_dir, shapes_dataset, tmp_path):
     annotations = os.path.join(shapes_dataset, "instances_val.json")
     out = str(tmp_path / "results.json")
-    from_json = evaluate_checkpoint(run_dir, annotations=annotations, output=out, per_class=True)
+    from_json = evaluate_checkpoint(run_dir, annotations=annotations, output=out, overrides=["eval.per_class=true"])
     from_records = evaluate_checkpoint(run_dir)
     assert from_json["images"] == 8 and from_json["detections"] == 8 * 100
     assert set(from_json["per_class"]) == {"circle", "square", "triangle"}
@@ -184,7 +187,7 @@ def test_evaluate_checkpoint_writes_a_results_file_pycocotools_accepts(run_dir, 
     direct = _pycocotools_stats(annotations, out)
     np.testing.assert_allclose([from_json[k] for k in coco_eval.STAT_NAMES], direct, atol=1e-9)
     out_tta = str(tmp_path / "results-tta.json")
-    evaluate_checkpoint(run_dir, flip=True, scales=(0.75, 1.0), output=out_tta)
+    evaluate_checkpoint(run_dir, output=out_tta, overrides=["eval.flip=true", "eval.scales=0.75,1.0"])
     plain, tta = (json.loads(open(p).read()) for p in (out, out_tta))
     assert len(tta) == len(plain) == 800
     assert sorted(r["score"] for r in tta) != sorted(r["score"] for r in plain)  # the test-time augmentation acts

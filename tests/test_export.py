@@ -10,12 +10,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from centernet_core import runners
+from centernet_core.inference import exported
 from centernet_core.data import augment
 from centernet_core.data.example_proto import bytes_feature, serialize_example
-from centernet_core.export import TOLERANCE, build_detector, export_trained, sample_images
-from centernet_core.serving import letterbox
-from centernet_core.trained import load_trained
+from centernet_core.inference.export import TOLERANCE, export_trained, sample_images
+from centernet_core.inference.serving import build_detector
+from centernet_core.inference.serving import letterbox
+from centernet_core.inference.trained import load_trained
 from tiny_run import tiny_run
 
 
@@ -33,10 +34,10 @@ def test_match_detections_is_order_free_and_strict_on_boxes():
     ref = {"detection_scores": np.array([[0.9, 0.5, 0.5, 0.1]]), "detection_classes": np.array([[1.0, 2, 3, 1]]),
            "detection_boxes": np.array([[[0, 0, 10, 10], [5, 5, 9, 9], [1, 1, 2, 2], [0, 0, 1, 1]]], np.float64)}
     swapped = {k: v[:, [0, 2, 1, 3]] for k, v in ref.items()}  # a tie in another order
-    assert runners.match_detections(ref, swapped)["ok"]
+    assert exported.match_detections(ref, swapped)["ok"]
     shifted = {k: v.copy() for k, v in ref.items()}
     shifted["detection_boxes"][0, 0, 2] += 1.5
-    result = runners.match_detections(ref, shifted)
+    result = exported.match_detections(ref, shifted)
     assert not result["ok"] and result["unmatched"] == 1 and result["checked"] == 3
 
 
@@ -54,7 +55,7 @@ def _odd_image(seed=3, hw=(97, 155)):
 
 
 def _assert_same(reference, other, box_tol=1.0, score_tol=1e-3, require_checked=True) -> int:
-    check = runners.match_detections(reference, other, box_tol, score_tol)
+    check = exported.match_detections(reference, other, box_tol, score_tol)
     assert check["ok"], check
     assert check["checked"] > 0 or not require_checked
     return check["checked"]
@@ -109,8 +110,8 @@ def test_saved_model_cli_run_gives_the_same_detections(exported, tmp_path):
 @pytest.mark.parametrize("fmt", ["tflite", "onnx", "tflite_float16"])
 def test_tflite_and_onnx_agree_with_the_saved_model_at_odd_sizes(exported, fmt):
     _, out, _ = exported
-    saved = runners.open_runner(out, "saved_model")
-    other = runners.open_runner(out, fmt)
+    saved = exported.open_runner(out, "saved_model")
+    other = exported.open_runner(out, fmt)
     box_tol, score_tol = TOLERANCE[fmt]  # 1 px and 1e-3; float16 weights: 2 px and 2e-2
     checked = 0
     for seed, hw in ((5, (61, 203)), (6, (250, 33))):
@@ -124,7 +125,7 @@ def test_tflite_and_onnx_agree_with_the_saved_model_at_odd_sizes(exported, fmt):
 
 
 def test_a_failed_export_leaves_nothing_and_a_retry_works(exported, tmp_path, monkeypatch):
-    from centernet_core import export as export_lib
+    from centernet_core.inference import export as export_lib
     from centernet_core.errors import ConfigError
     trained, _, _ = exported
     out = tmp_path / "exp"

@@ -5,12 +5,14 @@ import numpy as np
 import tensorflow as tf
 
 from centernet_core import config as config_lib
-from centernet_core.heads import CenterNetHead, head_name, make_heads
-from centernet_core.model import build_model, count_params
+from centernet_core.modeling.heads import CenterNetHead, head_name, make_heads
+from centernet_core.modeling.model import build_model
+from centernet_core.modeling.summary import count_params
+from centernet_core.tasks.detection import DetectionTask
 
 
 def test_head_biases_and_output_shapes():
-    heads = make_heads(1, num_classes=3, channels=8, heatmap_bias=-2.19)
+    heads = make_heads(1, DetectionTask(num_classes=3, heatmap_bias=-2.19).heads(), channels=8)
     assert [h.name for h in heads.values()] == ["head_heatmap_1", "head_size_1", "head_offset_1"]
     x = tf.random.stateless_normal((2, 4, 4, 16), seed=(0, 1))
     for name, head in heads.items():

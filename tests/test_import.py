@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from centernet_core import config as config_lib
-from centernet_core import import_weights as iw
-from centernet_core.torch_pickle import LEGACY_MAGIC, CheckpointError
+from centernet_core.importers import hourglass_pth as iw
+from centernet_core.importers.torch_pickle import LEGACY_MAGIC, CheckpointError
 
 try:
     import torch
@@ -121,7 +121,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def model(cfg):
-    from centernet_core.model import build_model
+    from centernet_core.modeling.model import build_model
     return build_model(cfg)
 
 
@@ -146,7 +146,7 @@ def _assert_same_outputs(model, net, size, seed=1):
 @needs_torch
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip-core", "legacy-cli"])
 def test_imported_run_gives_pytorch_outputs(tmp_path, net, cfg, zip_format):
-    from centernet_core.trained import load_trained
+    from centernet_core.inference.trained import load_trained
     path, out = str(tmp_path / "ctdet_coco_hg.pth"), str(tmp_path / "run")
     sd = net.state_dict()
     if not zip_format:  # saved through DataParallel: every key has 'module.'

@@ -7,7 +7,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from centernet_core.model import count_flops
+from centernet_core.modeling.summary import count_flops
 
 
 def run_cli(*args):

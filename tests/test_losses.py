@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from centernet_core.losses import centernet_loss, focal_loss, gather_at, global_num_objects, l1_at_indices
+from centernet_core.tasks.detection.losses import centernet_loss, focal_loss, gather_at, global_num_objects, l1_at_indices
 
 
 def logit(p):
@@ -108,7 +108,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import sys; sys.path.insert(0, sys.argv[1])
 from test_losses import _batch
-from centernet_core.losses import centernet_loss, global_num_objects
+from centernet_core.tasks.detection.losses import centernet_loss, global_num_objects
 outputs, targets = _batch(b=2)
 single = centernet_loss(outputs, targets, global_num_objects(targets["mask"]))
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -5,11 +5,11 @@ import keras
 import tensorflow as tf
 
 from centernet_core import config as config_lib
-from centernet_core.decode import decode
-from centernet_core.losses import centernet_loss, global_num_objects
-from centernet_core.model import (CenterNetModel, backbone_of, build_model, freeze_for_inference, num_stacks,
+from centernet_core.tasks.detection.decode import decode
+from centernet_core.tasks.detection.losses import centernet_loss, global_num_objects
+from centernet_core.modeling.model import (CenterNetModel, backbone_of, build_model, freeze_for_inference, num_stacks,
                                   unfreeze)
-from centernet_core.targets import encode
+from centernet_core.tasks.detection.targets import encode
 
 SIZES = {"hourglass104": 128, "hourglass52": 128}
 
@@ -32,7 +32,7 @@ def test_save_load_gives_the_same_outputs(backbone, tmp_path):
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert isinstance(loaded, CenterNetModel) and loaded.num_classes == 3
+    assert isinstance(loaded, CenterNetModel) and loaded.outputs_spec[0].channels == 3
     after = loaded(x, training=False)
     for a, b in zip(before, after):
         for key in ("heatmap", "size", "offset"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from centernet_core import config as config_lib
-from centernet_core import optim
+from centernet_core.training import optim
 
 
 def _train(**kw):

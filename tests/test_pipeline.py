@@ -4,13 +4,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from centernet_core import coco_eval
+from centernet_core.inference import coco_eval
 from centernet_core import config as config_lib
 from centernet_core.data import augment
+from centernet_core.tasks.detection import DetectionTask
 from centernet_core.data.coco_writer import write_coco_tfrecords
 from centernet_core.data.metadata import index_to_coco_id, load_metadata
 from centernet_core.data.pipeline import build_dataset
-from centernet_core.detect import detect
+from centernet_core.inference.detect import detect
 from centernet_core.data.shapes import make_shapes_dataset
 
 
@@ -134,7 +135,7 @@ def test_coco_json_through_encode_decode_back_to_coco_json(tmp_path):
     np.testing.assert_allclose(f["scale"], 96 / 100)
     np.testing.assert_allclose(f["original_hw"], [[72, 100]] * 6)
     assert (f["image"][:, 70:] == 0).all()  # padding at the bottom (72 * 0.96 = 69.1)
-    det = {k: v.numpy() for k, v in detect(_near_perfect_heads(t), tf.constant(f["image"]), f["scale"],
+    det = {k: v.numpy() for k, v in detect(_near_perfect_heads(t), DetectionTask(num_classes=3), tf.constant(f["image"]), f["scale"],
                                            f["original_hw"], max_detections=32,
                                            score_threshold=0.5).items()}
     results = coco_eval.detections_to_results(f["source_id"], det["boxes_yxyx_abs"], det["scores"], det["classes"],

@@ -9,9 +9,9 @@ from pycocotools.coco import COCO
 
 from centernet_core.draw import color_for, draw_detections
 from centernet_core.errors import ConfigError
-from centernet_core.export import export_trained
-from centernet_core.predict import predict_images
-from centernet_core.trained import load_trained
+from centernet_core.inference.export import export_trained
+from centernet_core.inference.predict import predict_images
+from centernet_core.inference.trained import load_trained
 from test_cli_foundation import run_cli
 from test_evaluate import cli
 from tiny_run import tiny_run
@@ -120,7 +120,7 @@ def test_weight_cache_is_for_inference_processes_only():
     import subprocess
     import sys
 
-    code = (f"{UNSET_WEIGHT_CACHE}; from centernet_core import tf_runtime as t; a = t.cache_inference_weights(); "
+    code = (f"{UNSET_WEIGHT_CACHE}; from centernet_core import tf_setup as t; a = t.cache_inference_weights(); "
             "import tensorflow; os.environ.pop(t.WEIGHT_CACHE_ENV); print(a, t.cache_inference_weights())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["True", "False"]  # on before TensorFlow loads; never switched on after
@@ -145,7 +145,7 @@ def test_predict_process_with_weight_cache_equals_in_process(models, photos, tmp
 
 
 def test_eval_process_with_weight_cache_equals_in_process(models, shapes_dataset, tmp_path):
-    from centernet_core.evaluate import evaluate_checkpoint
+    from centernet_core.inference.evaluate import evaluate_checkpoint
 
     here = evaluate_checkpoint(models[0], output=str(tmp_path / "here.json"))
     _centernet(["eval", "--ckpt", models[0], "--output", str(tmp_path / "there.json")], tmp_path)

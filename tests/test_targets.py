@@ -3,7 +3,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from centernet_core import targets
+from centernet_core.tasks.detection import targets
 from centernet_core.data.pipeline import select_objects
 
 STRIDE = 4

@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from centernet_core import torch_pickle
-from centernet_core.torch_pickle import CheckpointError
+from centernet_core.importers import torch_pickle
+from centernet_core.importers.torch_pickle import CheckpointError
 
 SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 8}}
 
@@ -186,7 +186,7 @@ def test_reading_needs_no_torch(tmp_path):
     path = str(tmp_path / "ck.pth")
     torch.save({"w": torch.arange(4.0)}, path, _use_new_zipfile_serialization=False)
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from centernet_core import torch_pickle\n"
+            "from centernet_core.importers import torch_pickle\n"
             f"print(torch_pickle.load({path!r})['w'].tolist())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -12,10 +12,11 @@ import tensorflow as tf
 
 from rich.console import Console
 
-from centernet_core import checkpoints, optim
-from centernet_core import config as config_lib
+from centernet_core.training import checkpoints
+from centernet_core.training import optim
+from centernet_core import config as config_lib, run_dir
 from centernet_core.errors import ConfigError, DataError
-from centernet_core.train import TrainingDiverged, train
+from centernet_core.training.loop import TrainingDiverged, train
 
 TINY = ["model.input_size=64", "runtime.global_batch_size=4", "train.scale_with_batch=false", "train.steps=4",
         "train.warmup_steps=1", "runtime.steps_per_loop=2", "train.log_every=2", "train.checkpoint_every=2",
@@ -24,6 +25,14 @@ TINY = ["model.input_size=64", "runtime.global_batch_size=4", "train.scale_with_
 
 def tiny_cfg(*extra):
     return config_lib.resolve("shapes-tiny", profile="cpu", overrides=TINY + list(extra))
+
+
+def with_data(cfg, train=None, val=None, eval_every=None):
+    """``cfg`` with the data / eval choices the CLI's --data, --val-data, --eval-every make."""
+    items = [f"data.train={train}"] if train else []
+    items += [f"data.val={val}"] if val else []
+    items += [f"train.eval_every={eval_every}"] if eval_every is not None else []
+    return config_lib.override(cfg, items)
 
 
 def _train_pattern(shapes_dataset):
@@ -51,18 +60,18 @@ def test_missing_data_fails_before_anything_is_written(tmp_path):
     with pytest.raises(DataError, match="no training data: pass --data PATTERN"):
         train(tiny_cfg(), run)
     with pytest.raises(DataError, match="no files match --data '/nowhere/train-\\*'"):
-        train(tiny_cfg(), run, data="/nowhere/train-*")
+        train(with_data(tiny_cfg(), "/nowhere/train-*"), run)
     assert not os.path.exists(run)
 
 
 def test_class_count_mismatch_says_what_to_set(shapes_dataset, tmp_path):
     with pytest.raises(ConfigError, match="has 3 categories but model.num_classes is 5; add --set model.num_classes=3"):
-        train(tiny_cfg("model.num_classes=5"), str(tmp_path / "run"), data=_train_pattern(shapes_dataset))
+        train(with_data(tiny_cfg("model.num_classes=5"), _train_pattern(shapes_dataset)), str(tmp_path / "run"))
 
 
 def test_eval_needs_validation_data(shapes_dataset, tmp_path):
     with pytest.raises(ConfigError, match="train.eval_every=2 needs validation data"):
-        train(tiny_cfg(), str(tmp_path / "run"), data=_train_pattern(shapes_dataset), eval_every=2)
+        train(with_data(tiny_cfg(), _train_pattern(shapes_dataset), eval_every=2), str(tmp_path / "run"))
 
 
 def test_run_directory_resume_and_learning_rate(shapes_dataset, tmp_path, monkeypatch):
@@ -78,21 +87,21 @@ def test_run_directory_resume_and_learning_rate(shapes_dataset, tmp_path, monkey
     run = str(tmp_path / "run")
     cfg = tiny_cfg("train.steps=6", "train.schedule=step", "train.decay_boundaries=[3]", "train.decay_rate=0.5")
     out = io.StringIO()
-    first = train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=4)), run,
-                  data=_train_pattern(shapes_dataset), show_progress=False, console=Console(file=out, width=200))
+    first = train(with_data(config_lib.override(cfg, ["train.steps=4"]), _train_pattern(shapes_dataset)), run,
+                  show_progress=False, console=Console(file=out, width=200))
     # runtime.profile is reported with what it chose
     assert out.getvalue().splitlines()[0] == "profile cpu: default strategy, float32, global batch 4 on 1 replica(s)"
     assert (first.step, first.start_step, first.status) == (4, 0, "finished")
     assert np.isfinite(first.losses["total"]) and set(first.losses) == {"total", "heatmap", "size", "offset"}
     assert _checkpoint_steps(run) == [2, 4]  # keep_checkpoints=2
-    saved = config_lib.load_run_config(run)
+    saved = run_dir.load_config(run)
     assert saved.data.train == _train_pattern(shapes_dataset) and saved.model.input_size == 64
-    meta = json.load(open(os.path.join(run, checkpoints.RUN_METADATA_FILENAME)))
+    meta = json.load(open(os.path.join(run, run_dir.METADATA_FILE)))
     assert [c["name"] for c in meta["categories"]] == ["circle", "square", "triangle"]
     assert {"loss/total", "loss/heatmap", "loss/size", "loss/offset", "learning_rate",
             "images_per_second"} <= _event_tags(os.path.join(run, "logs", "train"))
 
-    second = train(cfg, run, data=_train_pattern(shapes_dataset), show_progress=False)
+    second = train(with_data(cfg, _train_pattern(shapes_dataset)), run, show_progress=False)
     assert (second.start_step, second.step) == (4, 6)
     assert starts == [0, 4]  # the resumed pipeline is seeded by its start step, not replayed
     assert _checkpoint_steps(run) == [4, 6]
@@ -105,11 +114,11 @@ def test_run_directory_resume_and_learning_rate(shapes_dataset, tmp_path, monkey
 
 def test_resume_refuses_another_model_or_categories(shapes_dataset, tmp_path):
     run = str(tmp_path / "run")
-    train(tiny_cfg("train.steps=2"), run, data=_train_pattern(shapes_dataset), show_progress=False)
-    meta_name = checkpoints.RUN_METADATA_FILENAME
+    train(with_data(tiny_cfg("train.steps=2"), _train_pattern(shapes_dataset)), run, show_progress=False)
+    meta_name = run_dir.METADATA_FILE
     run_files = {name: open(os.path.join(run, name)).read() for name in ("config.yaml", meta_name)}
     with pytest.raises(ConfigError, match="holds checkpoints of another model \\(model.head_channels: 32 -> 16\\)"):
-        train(tiny_cfg("model.head_channels=16"), run, data=_train_pattern(shapes_dataset))
+        train(with_data(tiny_cfg("model.head_channels=16"), _train_pattern(shapes_dataset)), run)
     # the same class count, other ids and names: the run's category table must not be replaced
     other = tmp_path / "other"
     other.mkdir()
@@ -119,18 +128,18 @@ def test_resume_refuses_another_model_or_categories(shapes_dataset, tmp_path):
     (other / "train.meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"^\S+ was trained on other categories \(index 0 id 1 'circle' there, "
                                         r"index 0 id 11 'CIRCLE' in this dataset\); resume with the run's dataset"):
-        train(tiny_cfg("train.steps=4"), run, data=str(other / "train-*.tfrecord"))
+        train(with_data(tiny_cfg("train.steps=4"), str(other / "train-*.tfrecord")), run)
     assert {name: open(os.path.join(run, name)).read() for name in run_files} == run_files
     # a failed restore leaves the run files alone too
     os.remove(os.path.join(run, "config.yaml"))  # so check_resumable cannot see the model change
     with pytest.raises(ConfigError, match="does not fit this model"):
-        train(tiny_cfg("model.head_channels=16"), run, data=_train_pattern(shapes_dataset), show_progress=False)
+        train(with_data(tiny_cfg("model.head_channels=16"), _train_pattern(shapes_dataset)), run, show_progress=False)
     assert not os.path.exists(os.path.join(run, "config.yaml"))  # not written for the wrong model
     assert open(os.path.join(run, meta_name)).read() == run_files[meta_name]
 
 
 def test_train_seed_sets_the_initial_weights(tmp_path, monkeypatch):
-    from centernet_core import model as model_lib
+    from centernet_core.modeling import model as model_lib
 
     class Built(Exception):
         pass
@@ -174,10 +183,10 @@ def test_nan_in_the_data_stops_and_keeps_the_last_good_checkpoint(shapes_dataset
 
 
 def test_init_checkpoint_with_new_class_count_keeps_backbone(shapes_dataset, tmp_path):
-    from centernet_core.model import build_model
+    from centernet_core.modeling.model import build_model
 
     source_dir = str(tmp_path / "source")
-    source = train(tiny_cfg("train.steps=2"), source_dir, data=_train_pattern(shapes_dataset), show_progress=False)
+    source = train(with_data(tiny_cfg("train.steps=2"), _train_pattern(shapes_dataset)), source_dir, show_progress=False)
     trained = [w.numpy() for w in source.model.backbone.weights]
     new_cfg = tiny_cfg("model.num_classes=2")
     model = build_model(new_cfg)
@@ -204,13 +213,13 @@ def test_init_checkpoint_with_new_class_count_keeps_backbone(shapes_dataset, tmp
                                           "\\(width 0.5\\)"):
         checkpoints.init_from_checkpoint(build_model(tiny_cfg("model.width=0.5")), tiny_cfg("model.width=0.5"),
                                          source_dir, build_model)
-    run = train(tiny_cfg("train.steps=2"), str(tmp_path / "fine"), data=_train_pattern(shapes_dataset),
+    run = train(with_data(tiny_cfg("train.steps=2"), _train_pattern(shapes_dataset)), str(tmp_path / "fine"),
                 init_checkpoint=source_dir, show_progress=False)
     assert run.init == "model"
 
 
 def test_best_checkpoint_follows_ap(tmp_path):
-    from centernet_core.model import build_model
+    from centernet_core.modeling.model import build_model
 
     model = build_model(tiny_cfg())
     optimizer = optim.build_optimizer(tiny_cfg().train)
@@ -225,8 +234,8 @@ def test_best_checkpoint_follows_ap(tmp_path):
 
 def test_train_and_eval_records_history_best_and_pictures(shapes_dataset, tmp_path):
     run = str(tmp_path / "run")
-    result = train(tiny_cfg(), run, data=_train_pattern(shapes_dataset), val_data=_val_pattern(shapes_dataset),
-                   eval_every=2, show_progress=False)
+    result = train(with_data(tiny_cfg(), _train_pattern(shapes_dataset), _val_pattern(shapes_dataset), eval_every=2),
+                   run, show_progress=False)
     history = [json.loads(line) for line in open(os.path.join(run, "eval.jsonl"))]
     assert [h["step"] for h in history] == [2, 4]
     assert all(0.0 <= h["AP"] <= 1.0 and h["minutes"] > 0 for h in history)
@@ -235,15 +244,15 @@ def test_train_and_eval_records_history_best_and_pictures(shapes_dataset, tmp_pa
     assert best["step"] in (2, 4) and best["metrics"]["AP"] == max(h["AP"] for h in history)
     tags = _event_tags(os.path.join(run, "logs", "eval"))
     assert {"coco/AP", "coco/AP50", "coco/minutes", "detections"} <= tags
-    assert config_lib.load_run_config(run).train.eval_every == 2
+    assert run_dir.load_config(run).train.eval_every == 2
 
 
 @pytest.mark.parametrize("precision, compute", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
 def test_mixed_precision_runs_and_restores_the_policy(shapes_dataset, tmp_path, precision, compute):
     import keras
 
-    result = train(tiny_cfg("train.steps=2", f"runtime.precision={precision}"), str(tmp_path / "run"),
-                   data=_train_pattern(shapes_dataset), show_progress=False)
+    result = train(with_data(tiny_cfg("train.steps=2", f"runtime.precision={precision}"), _train_pattern(shapes_dataset)),
+                   str(tmp_path / "run"), show_progress=False)
     assert result.step == 2 and np.isfinite(result.losses["total"])
     assert result.model.heads[0]["heatmap"].compute_dtype == compute
     assert keras.mixed_precision.global_policy().name == "float32"

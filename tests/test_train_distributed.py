@@ -23,12 +23,17 @@ TINY = ["model.input_size=64", "runtime.global_batch_size=4", "train.scale_with_
 EQUIVALENCE = r"""
 import json, os, sys
 import numpy as np
-from centernet_core import config as config_lib, conv_grad, optim, runtime
-strategy = runtime.build_strategy(config_lib.RuntimeConfig(strategy=sys.argv[1], num_devices=int(sys.argv[2])))
+from centernet_core import config as config_lib
+from centernet_core.modeling.layers import Conv2D as ModelConv2D
+from centernet_core.training import conv_grad
+from centernet_core.training import optim
+from centernet_core import distribute
+strategy = distribute.build_strategy(config_lib.RuntimeConfig(strategy=sys.argv[1], num_devices=int(sys.argv[2])))
 import keras
 import tensorflow as tf
 from centernet_core.data.pipeline import build_dataset
-from centernet_core.train import make_train_loop
+from centernet_core.tasks import build_task
+from centernet_core.training.loop import make_train_loop
 
 # A large Adam epsilon makes the update proportional to the gradient (not its sign), and a
 # small clip norm makes the global-norm clip act: both would expose a wrongly reduced gradient.
@@ -43,7 +48,7 @@ def dataset_fn(ctx):
 
 Conv2D, kernel_gradients = keras.layers.Conv2D, []
 if os.environ.get("MATMUL_KERNEL_GRADIENTS"):  # conv_grad's gradients in every layer, counted
-    Conv2D, conv_grad.worthwhile, kernel_gradient = conv_grad.Conv2D, lambda *a: True, conv_grad.kernel_gradient
+    Conv2D, conv_grad.worthwhile, kernel_gradient = ModelConv2D, lambda *a: True, conv_grad.kernel_gradient
     conv_grad.kernel_gradient = lambda *a: kernel_gradients.append(1) or kernel_gradient(*a)
 
 class NoBatchNorm(keras.Model):
@@ -64,7 +69,7 @@ with strategy.scope():
     model(tf.zeros((1, 64, 64, 3)))
     optimizer = optim.build_optimizer(cfg.train)
     optimizer.build(model.trainable_variables)
-loop = make_train_loop(strategy, model, optimizer, cfg.train)
+loop = make_train_loop(strategy, model, optimizer, build_task(cfg))
 iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 losses = []
 for _ in range(3):
@@ -79,9 +84,9 @@ WORKER = r"""
 import hashlib, json, sys
 import numpy as np
 from centernet_core import config as config_lib
-from centernet_core.train import train
+from centernet_core.training.loop import train
 cfg = config_lib.resolve("shapes-tiny", profile="multiworker", overrides=sys.argv[3:])
-result = train(cfg, sys.argv[1], data=sys.argv[2], show_progress=False)
+result = train(config_lib.override(cfg, [f"data.train={sys.argv[2]}"]), sys.argv[1], show_progress=False)
 digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in result.model.weights)).hexdigest()
 trainable = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in result.model.trainable_weights)).hexdigest()
 print("RESULT " + json.dumps({"step": result.step, "loss": result.losses["total"], "digest": digest,

@@ -33,10 +33,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-# Per-channel mean and std on [0, 1], in B, G, R order (REFERENCE.md: the original loads
-# BGR with OpenCV; pretrained weights expect exactly this).
-MEAN_BGR = (0.408, 0.447, 0.470)
-STD_BGR = (0.289, 0.274, 0.278)
+from centernet_core.pixels import MEAN_BGR, STD_BGR
+
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 

@@ -21,7 +21,7 @@ K ``data.max_objects``. Contract (docs/design.md, "Pipeline output"):
   float32 ``[B]``, ``gt_boxes_yxyx_abs`` ``[B, K, 4]`` (original pixels), ``gt_classes``
   int32 ``[B, K]``, ``gt_is_crowd`` int32 ``[B, K]``, ``gt_area`` ``[B, K]``, ``gt_count``
   int32 ``[B]``.
-- ``targets``: ``centernet_core.targets.encode`` batched: ``heatmap`` ``[B, H, W, C]``,
+- ``targets``: ``centernet_core.tasks.detection.targets.encode`` batched: ``heatmap`` ``[B, H, W, C]``,
   ``size``/``offset`` ``[B, K, 2]``, ``indices`` int32 ``[B, K]``, ``mask`` ``[B, K]``.
 
 Training: shuffled files and records, repeat, flip / colour jitter / random square crop
@@ -46,12 +46,12 @@ import hashlib
 import tensorflow as tf
 
 from centernet_core import boxes as box_lib
-from centernet_core import storage, targets as targets_lib
+from centernet_core import storage
 from centernet_core.config import ExperimentConfig
 from centernet_core.data import augment
 from centernet_core.errors import DataError
-
-STRIDE = 4
+from centernet_core.strides import OUTPUT_STRIDE
+from centernet_core.tasks import Task, build_task
 _OBJECT_FEATURES = {
     "image/source_id": tf.io.FixedLenFeature([], tf.string, default_value="0"),
     **{f"image/object/{k}": tf.io.RaggedFeature(t) for k, t in [
@@ -155,7 +155,7 @@ def select_objects(rec, boxes_yxyx_abs, max_objects: int, drop_crowd: bool, pres
     return (*out, count, kept - count)
 
 
-def _batch_targets(batch, cfg: ExperimentConfig, training: bool):
+def _batch_targets(batch, cfg: ExperimentConfig, task: Task, training: bool):
     """A batch of decoded images -> ``(features, targets)``: objects parsed, chosen, encoded."""
     size, d = cfg.model.input_size, cfg.data
     ex = tf.io.parse_example(batch["serialized"], _OBJECT_FEATURES)
@@ -170,8 +170,8 @@ def _batch_targets(batch, cfg: ExperimentConfig, training: bool):
     input_boxes = augment.transform_boxes(boxes, batch["affine"], size)  # [B, K, 4] input px
     input_boxes = tf.where(batch["flip"][:, None, None], augment.flip_boxes(input_boxes, size), input_boxes)
     real = tf.range(d.max_objects)[None] < count[:, None]  # [B, K]
-    targets = targets_lib.encode(input_boxes, classes, real & tf.equal(crowd, 0), cfg.model.num_classes,
-                                 (size // STRIDE, size // STRIDE), STRIDE, d.min_overlap)
+    objects = {"boxes_yxyx_abs": input_boxes, "classes": classes, "weights": real & tf.equal(crowd, 0)}
+    targets = task.encode(objects, (size // OUTPUT_STRIDE, size // OUTPUT_STRIDE))
     features = {"image": batch["image"], "dropped_objects": dropped, "skipped_records": batch["skipped"]}
     if training:
         features.update(colour_transform=batch["colour_transform"], content=batch["content"])
@@ -247,7 +247,8 @@ def build_dataset(pattern: str, cfg: ExperimentConfig, training: bool, *, batch_
     ds = ds.ignore_errors(log_warning=True)  # images failing to decode despite the format check
     ds = ds.batch(batch_size, drop_remainder=bool(cfg.runtime.drop_remainder) and training,
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.map(lambda batch: _batch_targets(batch, cfg, training), num_parallel_calls=tf.data.AUTOTUNE,
+    task = build_task(cfg)
+    ds = ds.map(lambda batch: _batch_targets(batch, cfg, task, training), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=deterministic)
     options = tf.data.Options()
     options.deterministic = deterministic

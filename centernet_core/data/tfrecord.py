@@ -56,7 +56,7 @@ class _Writer:
 def open_writer(path: str):
     """A TFRecord writer for ``path`` (any storage path): ``write(bytes)``, ``close()``."""
     if google_crc32c is None:
-        from centernet_core.tf_runtime import require_tensorflow
+        from centernet_core.tf_setup import require_tensorflow
 
         return require_tensorflow(quiet=True).io.TFRecordWriter(path)
     return _Writer(path)

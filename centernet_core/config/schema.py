@@ -1,0 +1,112 @@
+"""The experiment config's schema: typed, frozen dataclasses with their defaults.
+
+Sections: ``model``, ``data``, ``train``, ``eval``, ``export``, ``runtime``. Every field is
+documented where it is declared; ``centernet_core.config.resolve`` turns user choices into
+one validated instance. No TensorFlow here: config errors are reported without it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    task: str = "detection"  # what the heads predict (centernet_core.tasks)
+    backbone: str = "resnet18"
+    num_classes: int = 80
+    input_size: int = 512
+    width: float = 1.0  # channel multiplier for backbones that support it
+    head_channels: int = 64  # 3x3 conv width of each head (256 for hourglass)
+    heatmap_bias: float = -2.19  # log(0.1 / 0.9): prior probability 0.1
+    bn_momentum: float = 0.9  # Keras convention (PyTorch's 0.1)
+    bn_epsilon: float = 1e-5
+    backbone_weights: str = ""  # local ImageNet weights file; never downloaded
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = ""  # TFRecord file pattern written by `centernet prepare`
+    val: str = ""
+    max_objects: int = 128
+    min_overlap: float = 0.7  # CornerNet gaussian radius parameter
+    random_flip: bool = True
+    color_jitter: bool = True
+    crop_scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+    shuffle_buffer: int = 1000
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # learning_rate, steps, warmup_steps and decay_boundaries are stated for
+    # reference_batch_size; with scale_with_batch they are rescaled linearly to the
+    # profile's global batch and the resolved config records the result.
+    steps: int = 140_000
+    reference_batch_size: int = 128
+    scale_with_batch: bool = True
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-3
+    adam_epsilon: float = 1e-7
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 2000
+    decay_boundaries: tuple[int, ...] = ()
+    decay_rate: float = 0.1
+    clip_norm: float = 10.0
+    focal_alpha: float = 2.0
+    focal_beta: float = 4.0
+    size_weight: float = 0.1
+    offset_weight: float = 1.0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 5
+    log_every: int = 100
+    eval_every: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 8
+    max_detections: int = 100
+    score_threshold: float = 0.0
+    nms_iou: float = 0.0  # 0 disables class-wise NMS
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+    per_class: bool = False
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    formats: tuple[str, ...] = ("saved_model",)
+    tflite_float16: bool = False
+    onnx_opset: int = 17
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    profile: str = ""
+    strategy: str = "default"
+    precision: str = "float32"
+    global_batch_size: int = 16
+    steps_per_loop: int = 10
+    num_devices: int = 0  # 0: every visible device of the strategy's kind
+    tpu: str = ""  # TPU name or grpc:// address for TPUClusterResolver
+    drop_remainder: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+

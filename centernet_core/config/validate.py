@@ -1,0 +1,55 @@
+"""Cross-field rules of a config, all in one place."""
+from __future__ import annotations
+
+from centernet_core import strides
+from centernet_core.config.schema import (EXPORT_FORMATS, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES,
+                                          ExperimentConfig)
+from centernet_core.errors import ConfigError
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Cross-field rules, all in one place. Raises ConfigError naming the keys."""
+    m, d, t, e, r = cfg.model, cfg.data, cfg.train, cfg.eval, cfg.runtime
+    checks = [
+        (m.backbone in strides.INPUT_DIVISOR,
+         f"model.backbone: unknown backbone '{m.backbone}'; valid: {', '.join(strides.INPUT_DIVISOR)}"),
+        (m.num_classes >= 1, "model.num_classes must be at least 1"),
+        (m.width > 0, "model.width must be positive"),
+        (m.head_channels >= 1, "model.head_channels must be at least 1"),
+        (d.max_objects >= 1, "data.max_objects must be at least 1"),
+        (0.0 < d.min_overlap < 1.0, "data.min_overlap must be in (0, 1)"),
+        (all(s > 0 for s in d.crop_scales) and len(d.crop_scales) > 0, "data.crop_scales must be positive numbers"),
+        (t.steps >= 1, "train.steps must be at least 1"),
+        (t.reference_batch_size >= 1, "train.reference_batch_size must be at least 1"),
+        (t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}"),
+        (t.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
+        (t.learning_rate > 0, "train.learning_rate must be positive"),
+        (0 <= t.warmup_steps < t.steps, "train.warmup_steps must be in [0, train.steps)"),
+        (list(t.decay_boundaries) == sorted(t.decay_boundaries) and all(0 < b < t.steps for b in t.decay_boundaries),
+         "train.decay_boundaries must be increasing steps inside (0, train.steps)"),
+        (t.schedule != "step" or len(t.decay_boundaries) > 0, "train.schedule=step needs train.decay_boundaries"),
+        (t.weight_decay >= 0 and t.clip_norm >= 0, "train.weight_decay and train.clip_norm must be >= 0"),
+        (t.checkpoint_every >= 1 and t.keep_checkpoints >= 1 and t.log_every >= 1,
+         "train.checkpoint_every, train.keep_checkpoints and train.log_every must be at least 1"),
+        (t.eval_every >= 0, "train.eval_every must be >= 0 (0 disables)"),
+        (e.batch_size >= 1 and e.max_detections >= 1, "eval.batch_size and eval.max_detections must be at least 1"),
+        (0.0 <= e.score_threshold < 1.0, "eval.score_threshold must be in [0, 1)"),
+        (0.0 <= e.nms_iou <= 1.0, "eval.nms_iou must be in [0, 1] (0 disables NMS)"),
+        (all(s > 0 for s in e.scales) and len(e.scales) > 0, "eval.scales must be positive numbers"),
+        (all(f in EXPORT_FORMATS for f in cfg.export.formats),
+         f"export.formats: each must be one of {', '.join(EXPORT_FORMATS)}"),
+        (r.strategy in STRATEGIES, f"runtime.strategy must be one of {', '.join(STRATEGIES)}"),
+        (r.precision in PRECISIONS, f"runtime.precision must be one of {', '.join(PRECISIONS)}"),
+        (r.global_batch_size >= 1 and r.steps_per_loop >= 1,
+         "runtime.global_batch_size and runtime.steps_per_loop must be at least 1"),
+        (r.num_devices >= 0, "runtime.num_devices must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    divisor = strides.INPUT_DIVISOR[m.backbone]
+    if m.input_size % divisor:
+        lower = max(divisor, m.input_size // divisor * divisor)
+        raise ConfigError(f"model.input_size={m.input_size} must be divisible by {divisor} for backbone "
+                          f"{m.backbone}; try --set model.input_size={lower}")
+

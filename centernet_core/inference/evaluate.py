@@ -1,0 +1,124 @@
+"""COCO evaluation of a model, a checkpoint, or a results file.
+
+Three entry points, one per job:
+
+- ``evaluate_model(model, cfg, pattern, categories, ...)``: the in-memory model on the
+  eval pipeline of ``pattern``; what train-and-eval calls (``train.eval_every``).
+- ``evaluate_checkpoint(path, ...)``: ``centernet eval --ckpt``: rebuild the run, restore,
+  then ``evaluate_model``.
+- ``evaluate_detections(detections, annotations)``: ``centernet eval --detections``:
+  pycocotools on two files, no model.
+
+Detections are mapped to original pixels and original category ids (``detect``) and, with
+``output``, written as a COCO results json. Ground truth is the ``annotations`` json when
+given, else built from the records' ground truth (crowd boxes and areas kept; at most
+``data.max_objects`` boxes per image, so pass the json for exact numbers on crowded sets).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from centernet_core.inference import coco_eval
+from centernet_core.data.metadata import index_to_coco_id
+from centernet_core.errors import ConfigError, DataError
+
+
+def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
+                   annotations: str | None = None, output: str | None = None,
+                   on_batch: Callable[[int], None] | None = None) -> dict:
+    """COCO box metrics of ``model`` on the TFRecords matching ``pattern``.
+
+    The train-and-eval path: ``train`` can call this with its live model after each
+    ``train.eval_every`` steps.
+
+    Args:
+      model: callable ``model(images [B, S, S, 3], training=False)`` -> list of head dicts.
+      cfg: the run's ``ExperimentConfig`` (model.*, and eval.*: flip, scales, per_class, ...).
+      pattern: eval TFRecord glob.
+      categories: ``[{"index", "id", "name"}]``, training index -> original category.
+      annotations: COCO instances json as ground truth (default: the records' ground truth).
+      output: write the COCO results json here (atomically).
+      on_batch: called with the number of images after each batch (progress bars).
+    Returns: ``{"AP", "AP50", ..., "ARl"}`` (the 12 COCOeval numbers), ``"images"``,
+      ``"detections"``, and ``"per_class"`` {name: AP} when asked.
+    """
+    import tensorflow as tf
+    from centernet_core import strides
+    from centernet_core.data.pipeline import build_dataset
+    from centernet_core.inference.detect import detect
+    from centernet_core.tasks import build_task
+
+    e, size = cfg.eval, cfg.model.input_size
+    task = build_task(cfg)
+    categories = sorted(categories, key=lambda c: int(c["index"]))
+    category_ids = list(index_to_coco_id(categories).values())
+    if len(category_ids) != cfg.model.num_classes:
+        raise ConfigError(f"{len(category_ids)} categories for model.num_classes={cfg.model.num_classes}")
+    divisor = strides.input_divisor(cfg.model.backbone)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32),
+                                  tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, 2], tf.float32)])
+    def run(images, scale, original_hw):
+        return detect(model, task, images, scale, original_hw, divisor=divisor,
+                      flip=e.flip, scales=e.scales, max_detections=e.max_detections,
+                      score_threshold=e.score_threshold, nms_iou=e.nms_iou)
+
+    gt = coco_eval.GroundTruthBuilder(categories)
+    results, images = [], 0
+    for features, _ in build_dataset(pattern, cfg, False, batch_size=e.batch_size):
+        det = {k: v.numpy() for k, v in run(features["image"], features["scale"], features["original_hw"]).items()}
+        source_id = features["source_id"].numpy()
+        results += coco_eval.detections_to_results(source_id, det["boxes_yxyx_abs"], det["scores"], det["classes"],
+                                                   det["num_detections"], category_ids)
+        gt.add_batch(source_id, *(features[k].numpy() for k in (
+            "original_hw", "gt_boxes_yxyx_abs", "gt_classes", "gt_is_crowd", "gt_area", "gt_count")))
+        images += len(source_id)
+        if on_batch:
+            on_batch(len(source_id))
+    if images == 0:
+        raise DataError(f"no images could be read from {pattern!r}")
+    if output:
+        coco_eval.write_results(output, results)
+    metrics = coco_eval.evaluate_results(annotations or gt.dataset(), results, per_class=e.per_class)
+    return {**metrics, "images": images, "detections": len(results)}
+
+
+def evaluate_checkpoint(path: str, *, annotations: str | None = None, output: str | None = None,
+                        overrides: Sequence[str] = (), on_start: Callable[[int], None] | None = None,
+                        on_batch: Callable[[int], None] | None = None) -> dict:
+    """``centernet eval --ckpt``: restore the run at ``path`` and evaluate it on ``data.val``.
+
+    ``overrides`` (``a.b=value``) apply to the run's config: the CLI's ``--data``, ``--flip``,
+    ``--scales`` and ``--per-class`` arrive as ``data.val=...``, ``eval.flip=...`` and so on.
+    ``on_start(total_images)`` is called once the dataset's size is known. Other arguments
+    as ``evaluate_model``; the result also holds ``"checkpoint"``.
+    """
+    from centernet_core.data.metadata import load_metadata
+    from centernet_core.inference.trained import load_trained
+
+    trained = load_trained(path, overrides)
+    pattern = trained.cfg.data.val
+    if not pattern:
+        raise ConfigError("no evaluation data: pass --data PATTERN (TFRecords from `centernet prepare`) "
+                          "or train with data.val set")
+    meta = load_metadata(pattern)
+    data_ids, run_ids = index_to_coco_id(meta), index_to_coco_id(trained.categories)
+    if data_ids != run_ids:
+        raise DataError(f"the categories of {pattern} differ from the run's (index -> id "
+                        f"{list(data_ids.items())[:5]}... vs {list(run_ids.items())[:5]}...); "
+                        "evaluate on data prepared with the same category list")
+    if on_start:
+        on_start(int(meta.get("images", 0)))
+    metrics = evaluate_model(trained.model, trained.cfg, pattern, trained.categories, annotations=annotations,
+                             output=output, on_batch=on_batch)
+    return {**metrics, "checkpoint": trained.checkpoint}
+
+
+def evaluate_detections(detections: str, annotations: str, per_class: bool = False) -> dict:
+    """``centernet eval --detections``: COCOeval of a results json against an instances json.
+
+    The numbers are exactly those of running pycocotools' COCOeval on the two files.
+    """
+    results = coco_eval.read_results(detections)
+    metrics = coco_eval.evaluate_results(annotations, results, per_class=per_class)
+    return {**metrics, "detections": len(results)}

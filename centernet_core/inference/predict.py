@@ -1,0 +1,224 @@
+"""``centernet predict``: detections on image files, drawn and written as json.
+
+Inputs are files, globs or directories (their image files, not recursive). The model is an
+export directory (``centernet export``), a SavedModel directory, or a run directory /
+checkpoint of ``centernet train`` (wrapped in the same ``serving.Detector`` graph in memory).
+Images are decoded by TensorFlow inside the graph, as in training; Pillow only checks that a
+file is a picture (unreadable files are skipped and listed) and draws.
+
+Writes into ``output_dir`` (never next to the inputs: a directory holding an input is refused):
+``NAME`` (the picture with labelled boxes), ``NAME.json`` (its detections), ``detections.json``
+(COCO results, ``image_id`` as in ``images.json``) and ``images.json`` (id, file, size).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from centernet_core import storage
+from centernet_core.inference import coco_eval
+from centernet_core.inference import exported
+from centernet_core.draw import draw_detections
+from centernet_core.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_TF_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads
+_SAVE_AS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}
+
+
+def collect_images(inputs: Sequence[str]) -> list[str]:
+    """Expand files, globs and directories into a sorted, duplicate-free list of paths."""
+    found: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found += sorted(os.path.join(item, n) for n in os.listdir(item)
+                            if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, n)))
+        elif os.path.isfile(item):
+            found.append(item)
+        else:
+            matches = [p for p in storage.glob(item) if os.path.isfile(p)]
+            if not matches:
+                raise DataError(f"no image files match {item!r}")
+            found += matches
+    seen, out = set(), []
+    for p in found:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    if not out:
+        raise DataError(f"no image files found in {', '.join(inputs)} (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return out
+
+
+def check_output_dir(output_dir: str, paths: Sequence[str]) -> None:
+    """Refuse an output directory that holds any input: outputs must never overwrite inputs."""
+    out = os.path.realpath(output_dir)
+    for p in paths:
+        if os.path.dirname(os.path.realpath(p)) == out:
+            raise ConfigError(f"--output {output_dir} is where the input {p} lives; choose another directory "
+                              "(predict never writes next to its inputs)")
+
+
+class Predictor:
+    """Loads a model from ``path`` and maps encoded image bytes to serving outputs (NumPy)."""
+
+    def __init__(self, path: str):
+        sm_dir = storage.join(path, exported.SAVED_MODEL_DIR)
+        if storage.exists(storage.join(sm_dir, "saved_model.pb")) or storage.exists(storage.join(path, "saved_model.pb")):
+            sm_dir = sm_dir if storage.exists(storage.join(sm_dir, "saved_model.pb")) else path
+            self._runner = exported.SavedModelRunner(sm_dir)
+            self._encoded = self._runner.encoded
+            table = storage.join(sm_dir, "assets", exported.CATEGORIES_FILE)
+            self.categories = json.loads(storage.read_text(table))
+        else:
+            import tensorflow as tf
+            from centernet_core.inference.serving import build_detector
+            from centernet_core.inference.trained import load_trained
+            trained = load_trained(path)
+            detector = build_detector(trained)
+            self.categories = trained.categories
+            self._encoded = lambda data: {k: v.numpy() for k, v in
+                                          detector.encoded_image(tf.constant(data, dtype=tf.string)).items()}
+        self.names = {int(c["id"]): str(c["name"]) for c in self.categories}
+
+    def __call__(self, encoded: list[bytes]) -> list[dict]:
+        """Serving outputs per image: ``boxes_yxyx_abs`` [n, 4], ``scores`` [n], ``category_ids`` [n]."""
+        out = self._encoded(encoded)
+        result = []
+        for b in range(len(encoded)):
+            n = int(out["num_detections"][b])
+            result.append({"boxes_yxyx_abs": out["detection_boxes"][b, :n], "scores": out["detection_scores"][b, :n],
+                           "category_ids": out["detection_classes"][b, :n].astype(np.int64)})
+        return result
+
+
+@dataclass
+class _Item:
+    path: str
+    data: bytes
+    image: Image.Image
+    name: str
+
+
+@dataclass
+class PredictSummary:
+    """``images``: per written image {file, output, detections, by_category}; ``skipped``: (path, reason)."""
+
+    output_dir: str
+    images: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+
+def _open(path: str) -> tuple[bytes, Image.Image]:
+    data = storage.read_bytes(path)
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    if image.format not in _TF_FORMATS:  # TIFF etc.: hand TensorFlow a PNG of the same pixels
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, format="PNG")
+        data = buf.getvalue()
+    return data, image
+
+
+def _output_name(path: str, image: Image.Image, taken: set) -> str:
+    stem, ext = os.path.splitext(os.path.basename(path))
+    ext = ext if image.format in _SAVE_AS and ext.lower() in IMAGE_EXTENSIONS else _SAVE_AS.get(image.format, ".png")
+    name, k = stem + ext, 1
+    while name.lower() in taken:  # two inputs with one name (from different directories)
+        name, k = f"{stem}_{k}{ext}", k + 1
+    taken.add(name.lower())
+    return name
+
+
+def _write(item: _Item, det: dict, names: dict, output_dir: str, image_id: int, threshold: float) -> tuple[dict, list]:
+    """Draw and write one image's outputs; return its summary row and its COCO results."""
+    keep = det["scores"] >= threshold
+    yxyx, scores, ids = det["boxes_yxyx_abs"][keep], det["scores"][keep], det["category_ids"][keep]
+    labels = [names.get(int(c), str(int(c))) for c in ids]
+    picture = draw_detections(item.image, yxyx, scores, ids, labels)
+    buf = io.BytesIO()
+    picture.save(buf, format=Image.registered_extensions()[os.path.splitext(item.name)[1].lower()])
+    storage.write_bytes_atomic(storage.join(output_dir, item.name), buf.getvalue())
+    results = coco_eval.image_results(image_id, yxyx, scores, ids)  # the COCO rows of detections.json
+    rows = [{"category_id": r["category_id"], "category": label, "score": r["score"], "bbox_xywh": r["bbox"],
+             "bbox_yxyx": [round(float(v), 2) for v in y]} for r, label, y in zip(results, labels, yxyx)]
+    record = {"file": item.path, "width": item.image.width, "height": item.image.height, "detections": rows}
+    storage.write_text_atomic(storage.join(output_dir, item.name + ".json"),
+                              json.dumps(record, indent=1, ensure_ascii=False))
+    counts: dict = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return {"file": item.path, "output": item.name, "detections": len(rows), "by_category": counts}, results
+
+
+def predict_images(inputs: Sequence[str], model: str | Predictor, output_dir: str, threshold: float = 0.3,
+                   batch_size: int = 8, on_image: Callable[[str], None] | None = None,
+                   on_start: Callable[[int], None] | None = None) -> PredictSummary:
+    """Detect objects in ``inputs`` with ``model`` and write pictures and json into ``output_dir``.
+
+    Args:
+      inputs: image files, globs or directories.
+      model: export dir, SavedModel dir, run dir / checkpoint, or a ``Predictor``.
+      threshold: keep detections with score >= this.
+      batch_size: images per model call.
+      on_start(total), on_image(path): progress callbacks.
+    Returns: ``PredictSummary``; unreadable files are in ``skipped`` with the reason.
+    """
+    if not 0.0 <= threshold <= 1.0 or batch_size < 1:
+        raise ConfigError("--threshold must be in [0, 1] and --batch-size at least 1")
+    paths = collect_images(inputs)
+    check_output_dir(output_dir, paths)
+    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    storage.makedirs(output_dir)
+    if on_start:
+        on_start(len(paths))
+    summary, results, images, taken = PredictSummary(output_dir), [], [], {"detections.json", "images.json"}
+    batch: list[_Item] = []
+
+    def flush():
+        try:
+            outputs = predictor([it.data for it in batch])
+        except Exception:  # one undecodable file fails the whole call: retry one by one
+            outputs = []
+            for it in batch:
+                try:
+                    outputs.append(predictor([it.data])[0])
+                except Exception as e:  # noqa: BLE001 (TensorFlow raises several types for bad bytes)
+                    outputs.append(f"TensorFlow cannot decode it ({type(e).__name__})")
+        for it, det in zip(batch, outputs):
+            if isinstance(det, str):
+                summary.skipped.append((it.path, det))
+            else:
+                image_id = len(images) + 1
+                row, res = _write(it, det, predictor.names, output_dir, image_id, threshold)
+                images.append({"id": image_id, "file_name": it.name, "source": it.path,
+                               "width": it.image.width, "height": it.image.height})
+                summary.images.append(row)
+                results.extend(res)
+            if on_image:
+                on_image(it.path)
+        batch.clear()
+
+    for path in paths:
+        try:
+            data, image = _open(path)
+        except Exception as e:  # noqa: BLE001 (Pillow raises many types for broken files)
+            summary.skipped.append((path, f"not a readable image ({type(e).__name__}: {e})"))
+            if on_image:
+                on_image(path)
+            continue
+        batch.append(_Item(path, data, image, _output_name(path, image, taken)))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    storage.write_text_atomic(storage.join(output_dir, "detections.json"), json.dumps(results))
+    storage.write_text_atomic(storage.join(output_dir, "images.json"), json.dumps(images, indent=1, ensure_ascii=False))
+    return summary
