@@ -1,16 +1,20 @@
 """``centernet prepare coco``: COCO json + image directory -> sharded TFRecords + metadata.
 
-    summary = write_coco_tfrecords(images_dir, annotations_file, output_prefix,
+    summary = write_coco_tfrecords(images_dir, annotations, output_prefix,
                                    num_shards=0, workers=1, skip_bad=False, on_progress=None)
+
+``annotations`` is a COCO json path or an in-memory ``CocoIndex`` (``coco_json.validate_coco``
+of a COCO-format dict): ``prepare voc`` and ``prepare yolo`` build one and come through here.
 
 Order of work, so a failure never leaves a dataset that looks complete:
 
 1. The json is read and validated (``coco_json``): one DataError line, nothing written.
 2. Image i goes to shard i mod N, so shard contents depend only on the inputs. Each
    shard is one job: a worker process converts its images in order
-   (``coco_example.convert_image``: full Pillow decode, pure-Python protobuf) and writes
-   them under a temporary name (``tfrecord``: no TensorFlow in the workers; any storage
-   path). Only counts and reasons come back to this process, never image bytes, so the
+   (``coco_example.convert_image``: full Pillow decode, pure-Python protobuf), takes each
+   record's box statistics (``check.objects_of_example``) and writes them under a
+   temporary name (``tfrecord``: no TensorFlow in the workers; any storage path). Only
+   counts, statistics and reasons come back to this process, never image bytes, so the
    work spreads over ``min(workers, N)`` processes. ``workers=1`` runs inline.
 3. Missing or undecodable images: by default the temporary shards are deleted and one
    DataError lists the first few and the count. With ``skip_bad`` they are left out and
@@ -19,8 +23,9 @@ Order of work, so a failure never leaves a dataset that looks complete:
    earlier run with another shard count are deleted, the report is written, and
    ``PREFIX.meta.json`` (``metadata``) is written last.
 
-Images without annotations are kept as negatives. The returned summary dict holds the
-metadata counts plus ``report`` (path of the report file).
+Images without annotations are kept as negatives. The metadata holds the box statistics
+``prepare check`` reads (``stats``, see ``check``). The returned summary dict holds the
+metadata plus ``report`` and ``metadata`` (paths).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import time
 from typing import Callable
 
 from centernet_core import storage
+from centernet_core.data import check
 from centernet_core.data import metadata as meta_lib
 from centernet_core.data import tfrecord
 from centernet_core.data.coco_example import ImageTask, convert_image
@@ -73,6 +79,7 @@ def _write_shard(job: tuple[str, list[ImageTask]]) -> list[tuple[str, str | None
             status, payload, stats = convert_image(task)
             if status == "ok":
                 writer.write(payload)
+                stats["objects"] = check.objects_of_example(payload)
                 payload = None
             out.append((status, payload, stats))
             unreported += 1
@@ -143,20 +150,23 @@ def _bad_message(bad: list[dict], total: int) -> str:
             "fix the files or pass --skip-bad to leave them out (they are then listed in PREFIX.report.json)")
 
 
-def write_coco_tfrecords(images_dir: str, annotations_file: str, output_prefix: str, num_shards: int = 0,
-                         workers: int = 1, skip_bad: bool = False,
-                         on_progress: Callable[[int, int], None] | None = None) -> dict:
+def write_coco_tfrecords(images_dir: str, annotations: str | CocoIndex, output_prefix: str,
+                         num_shards: int = 0, workers: int = 1, skip_bad: bool = False,
+                         on_progress: Callable[[int, int], None] | None = None,
+                         source: dict | None = None) -> dict:
     """Convert a COCO detection dataset into sharded TFRecords and a metadata file.
 
     Args:
       images_dir: directory holding the json's ``file_name`` paths (any storage path).
-      annotations_file: COCO instances json.
+      annotations: COCO instances json, or a validated in-memory ``CocoIndex``.
       output_prefix: shards go to ``PREFIX-0000i-of-0000N.tfrecord``, metadata to
         ``PREFIX.meta.json``, the report to ``PREFIX.report.json``.
       num_shards: N; 0 picks one shard per 1024 images (at least 1).
       workers: conversion processes; at most one per shard works (a shard is one job).
       skip_bad: leave out missing/undecodable images instead of failing.
       on_progress: called as ``on_progress(done, total)`` after each image.
+      source: what the metadata's ``source`` says the data came from (default: the json
+        and image directory).
 
     Returns:
       The metadata dict (counts, shard paths, categories) plus ``report`` and ``metadata``
@@ -164,7 +174,10 @@ def write_coco_tfrecords(images_dir: str, annotations_file: str, output_prefix: 
     """
     if num_shards < 0 or workers < 1:
         raise ConfigError("--shards must be >= 0 (0: automatic) and --workers >= 1")
-    index = load_coco(annotations_file)
+    index = annotations if isinstance(annotations, CocoIndex) else load_coco(annotations)
+    if source is None:
+        source = {"annotations": annotations if isinstance(annotations, str) else "(in memory)",
+                  "images": images_dir}
     if not storage.isdir(images_dir):
         raise DataError(f"image directory not found: {images_dir}")
     tasks = _tasks(index, images_dir)
@@ -178,18 +191,20 @@ def write_coco_tfrecords(images_dir: str, annotations_file: str, output_prefix: 
     counts = {"images": 0, "negatives": 0, "boxes": 0, "crowd": 0, "clipped": 0, "dropped_empty": 0,
               "reencoded": 0, "size_mismatch": 0, "skipped_images": 0}
     bad, mismatches = [], []
+    stats = check.DatasetStats(len(index.categories))
     try:
         per_shard = _run_jobs(jobs, workers, len(tasks), on_progress)
         for i, task in enumerate(tasks):  # in json order, so the report is too
-            status, reason, stats = per_shard[i % num_shards][i // num_shards]
+            status, reason, info = per_shard[i % num_shards][i // num_shards]
             if status == "ok":
+                stats.add(task.file_name, task.image_id, info["objects"])
                 counts["images"] += 1
-                counts["negatives"] += int(stats["boxes"] == 0)
+                counts["negatives"] += int(info["boxes"] == 0)
                 for key in ("boxes", "crowd", "clipped", "dropped_empty", "reencoded", "size_mismatch"):
-                    counts[key] += stats[key]
-                if stats["size_mismatch"]:
+                    counts[key] += info[key]
+                if info["size_mismatch"]:
                     mismatches.append({"file_name": task.file_name, "image_id": task.image_id,
-                                       "json_hw": stats["json_hw"], "decoded_hw": stats["decoded_hw"]})
+                                       "json_hw": info["json_hw"], "decoded_hw": info["decoded_hw"]})
             else:
                 bad.append({"file_name": task.file_name, "image_id": task.image_id, "reason": reason})
         if bad and not skip_bad:
@@ -210,8 +225,9 @@ def write_coco_tfrecords(images_dir: str, annotations_file: str, output_prefix: 
     report_path = output_prefix + ".report.json"
     storage.write_text_atomic(report_path, json.dumps(
         {"skipped_images": bad, "size_mismatches": mismatches, "counts": counts}, indent=1, ensure_ascii=False))
-    meta = {"images": counts["images"], "boxes": counts["boxes"], "counts": counts, "shards": [storage.basename(f) for f in finals],
+    meta = {"images": counts["images"], "boxes": counts["boxes"], "counts": counts,
+            "shards": [storage.basename(f) for f in finals],
             "categories": [{"index": c.index, "id": c.id, "name": c.name} for c in index.categories],
-            "source": {"annotations": annotations_file, "images": images_dir}}
+            "source": source, "stats": stats.to_dict()}
     meta_path = meta_lib.write_metadata(output_prefix, meta)
     return {**meta, "shards": finals, "report": report_path, "metadata": meta_path}

@@ -1,4 +1,4 @@
-"""The dataset metadata file ``PREFIX.meta.json`` written last by ``centernet prepare coco``.
+"""The dataset metadata file ``PREFIX.meta.json`` written last by ``centernet prepare``.
 
 Contents (a JSON object):
 
@@ -9,7 +9,10 @@ Contents (a JSON object):
 - ``shards``: shard file names, relative to the metadata file's directory.
 - ``categories``: ``[{"index": 0, "id": <COCO id>, "name": ...}, ...]`` ordered by
   contiguous training index; ``index`` is ``image/object/class/label`` in the records.
-- ``source``: the COCO json and image directory the shards came from.
+- ``source``: where the shards came from (the COCO json and image directory; for
+  ``prepare voc`` / ``prepare yolo`` their root or folders and split).
+- ``stats``: box statistics for ``centernet prepare check`` (classes, boxes per image,
+  object sizes; described in ``check``). Absent in datasets written before it existed.
 
 Its presence means the shards are complete: the writer renames shards into place first
 and writes this file atomically after them.
