@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from centernet_core import strides
-from centernet_core.config.schema import (EXPORT_FORMATS, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES,
+from centernet_core.config.schema import (AUTO, EXPORT_FORMATS, OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES,
                                           ExperimentConfig)
 from centernet_core.errors import ConfigError
+
+WIDTH_BACKBONES = ("resnet18", "mobilenetv2")  # the builders that scale channels by model.width
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -13,8 +15,12 @@ def validate(cfg: ExperimentConfig) -> None:
     checks = [
         (m.backbone in strides.INPUT_DIVISOR,
          f"model.backbone: unknown backbone '{m.backbone}'; valid: {', '.join(strides.INPUT_DIVISOR)}"),
-        (m.num_classes >= 1, "model.num_classes must be at least 1"),
+        (m.num_classes == AUTO or m.num_classes >= 1, "model.num_classes must be at least 1 (or auto)"),
         (m.width > 0, "model.width must be positive"),
+        (m.width == 1.0 or m.backbone in WIDTH_BACKBONES,
+         f"model.width={m.width}: {m.backbone} has fixed channels; use --set model.width=1.0 "
+         f"(only {' and '.join(WIDTH_BACKBONES)} take a width multiplier)"),
+        (0.0 <= m.bn_momentum < 1.0, f"model.bn_momentum={m.bn_momentum} must be in [0, 1); e.g. --set model.bn_momentum=0.9"),
         (m.head_channels >= 1, "model.head_channels must be at least 1"),
         (d.max_objects >= 1, "data.max_objects must be at least 1"),
         (0.0 < d.min_overlap < 1.0, "data.min_overlap must be in (0, 1)"),
@@ -27,10 +33,21 @@ def validate(cfg: ExperimentConfig) -> None:
         (0 <= t.warmup_steps < t.steps, "train.warmup_steps must be in [0, train.steps)"),
         (list(t.decay_boundaries) == sorted(t.decay_boundaries) and all(0 < b < t.steps for b in t.decay_boundaries),
          "train.decay_boundaries must be increasing steps inside (0, train.steps)"),
-        (t.schedule != "step" or len(t.decay_boundaries) > 0, "train.schedule=step needs train.decay_boundaries"),
+        (t.schedule != "step" or len(t.decay_boundaries) > 0 or (t.epochs > 0 and len(t.decay_epochs) > 0),
+         "train.schedule=step needs train.decay_boundaries (or train.decay_epochs with train.epochs)"),
+        (t.epochs >= 0 and 0 <= t.warmup_epochs < max(t.epochs, 1e-9) if t.epochs else t.warmup_epochs == 0,
+         "train.warmup_epochs must be in [0, train.epochs) (and needs train.epochs > 0)"),
+        (all(0 < e < t.epochs for e in t.decay_epochs) and list(t.decay_epochs) == sorted(t.decay_epochs),
+         "train.decay_epochs must be increasing epochs inside (0, train.epochs)"),
         (t.weight_decay >= 0 and t.clip_norm >= 0, "train.weight_decay and train.clip_norm must be >= 0"),
         (t.checkpoint_every >= 1 and t.keep_checkpoints >= 1 and t.log_every >= 1,
          "train.checkpoint_every, train.keep_checkpoints and train.log_every must be at least 1"),
+        (t.focal_alpha > 0 and t.focal_beta > 0,
+         f"train.focal_alpha={t.focal_alpha} and train.focal_beta={t.focal_beta} must be > 0; "
+         "e.g. --set train.focal_alpha=2 --set train.focal_beta=4"),
+        (t.size_weight >= 0 and t.offset_weight >= 0,
+         f"train.size_weight={t.size_weight} and train.offset_weight={t.offset_weight} must be >= 0; "
+         "e.g. --set train.size_weight=0.1 --set train.offset_weight=1"),
         (t.eval_every >= 0, "train.eval_every must be >= 0 (0 disables)"),
         (e.batch_size >= 1 and e.max_detections >= 1, "eval.batch_size and eval.max_detections must be at least 1"),
         (0.0 <= e.score_threshold < 1.0, "eval.score_threshold must be in [0, 1)"),

@@ -20,6 +20,16 @@ def _peaks(heat):
     return heat * tf.cast(tf.equal(hmax, heat), heat.dtype)
 
 
+def _top_k(flat, k: int):
+    """``tf.math.top_k`` that also takes a map with fewer than ``k`` cells (an exported graph
+    fed a small image): the missing rows get score 0 and index 0, so they are never kept."""
+    cells = tf.shape(flat)[1]
+    padding = tf.maximum(k - cells, 0)
+    flat = tf.pad(flat, [[0, 0], [0, padding]])  # [B, max(M, k)], padded scores 0
+    scores, index = tf.math.top_k(flat, k=k)  # [B, N]
+    return scores, tf.where(index < cells, index, 0)
+
+
 def decode(heatmap_logits, size, offset, max_detections: int = 100, score_threshold: float = 0.0,
            nms_iou: float = 0.0, stride: int = OUTPUT_STRIDE) -> dict:
     """Detections from one stack's head outputs.
@@ -41,7 +51,7 @@ def decode(heatmap_logits, size, offset, max_detections: int = 100, score_thresh
     size, offset = tf.cast(size, tf.float32), tf.cast(offset, tf.float32)
     shape = tf.shape(heat)
     b, w, c = shape[0], shape[2], shape[3]
-    scores, index = tf.math.top_k(tf.reshape(heat, [b, -1]), k=max_detections)  # [B, N]
+    scores, index = _top_k(tf.reshape(heat, [b, -1]), max_detections)  # [B, N]
     classes = index % c
     pixel = index // c  # y * W + x
     ys, xs = tf.cast(pixel // w, tf.float32), tf.cast(pixel % w, tf.float32)
