@@ -1,0 +1,108 @@
+"""Training augmentation keeps pixels and targets together (flip, crop scales, non-square images).
+
+A tiny COCO set of solid-colour rectangles on grey, one colour per class, non-square images,
+one JPEG (decoded with ``decode_and_crop_jpeg``) and PNGs (decoded whole and sliced), goes
+through ``write_coco_tfrecords`` and the *training* pipeline with colour jitter off. In
+every augmented uint8 image each target must sit on its object: the heatmap is 1 at the
+encoded centre cell for that object's class, the pixel at the encoded centre
+(``indices * stride + offset``) has the object's colour, and the encoded box (centre +- size
+/ 2) is the bounding box of that colour's pixels. A flipped image with unflipped boxes, a
+wrong sign in the crop offset or swapped x / y all break it.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from centernet_core import config as config_lib
+from centernet_core.data.coco_writer import write_coco_tfrecords
+from centernet_core.data.pipeline import build_dataset
+from centernet_core.strides import OUTPUT_STRIDE
+
+GREY = (128, 128, 128)
+# class index -> colour (COCO category id = index + 1); far apart in every channel pair
+COLOURS = [(230, 20, 20), (20, 200, 20), (20, 20, 230), (240, 230, 20), (230, 20, 230), (20, 220, 230)]
+# (file, width, height, [(class, x0, y0, x1, y1)]): no two alike under a mirror or a transpose
+IMAGES = [
+    ("wide.jpg", 120, 80, [(0, 10, 8, 40, 30), (1, 70, 20, 112, 62), (2, 45, 45, 62, 76)]),
+    ("tall.png", 64, 112, [(3, 5, 10, 30, 40), (4, 20, 60, 58, 102), (5, 36, 4, 60, 26)]),
+    ("flat.png", 128, 48, [(1, 4, 6, 50, 20), (5, 80, 24, 124, 44)]),
+]
+SIZE = 128
+TOLERANCE = 50  # per channel, for "this pixel has that colour" (JPEG, bilinear edges)
+
+
+@pytest.fixture(scope="module")
+def pattern(tmp_path_factory):
+    root = tmp_path_factory.mktemp("geometry")
+    images, annotations = [], []
+    for image_id, (name, w, h, objects) in enumerate(IMAGES, 1):
+        picture = Image.new("RGB", (w, h), GREY)
+        draw = ImageDraw.Draw(picture)
+        for cls, x0, y0, x1, y1 in objects:
+            draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=COLOURS[cls])  # PIL's corners are inclusive
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls + 1,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+        options = {"quality": 95, "subsampling": 0} if name.endswith(".jpg") else {}
+        picture.save(root / name, **options)
+        images.append({"id": image_id, "file_name": name, "width": w, "height": h})
+    categories = [{"id": i + 1, "name": f"c{i}"} for i in range(len(COLOURS))]
+    (root / "instances.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                     "categories": categories}))
+    write_coco_tfrecords(str(root), str(root / "instances.json"), str(root / "geo"))
+    return str(root / "geo-*.tfrecord")
+
+
+def _batch(pattern, *overrides, batch=24):
+    cfg = config_lib.resolve("shapes-tiny", overrides=[
+        "data.deterministic=true", "data.color_jitter=false", "data.random_flip=true", "data.shuffle_buffer=4",
+        f"model.input_size={SIZE}", f"model.num_classes={len(COLOURS)}", *overrides])
+    features, targets = next(iter(build_dataset(pattern, cfg, True, batch_size=batch)))
+    return features["image"].numpy(), {k: v.numpy() for k, v in targets.items()}
+
+
+def _has_colour(pixels, cls):
+    return np.abs(pixels.astype(int) - np.array(COLOURS[cls])).max(-1) < TOLERANCE
+
+
+def _check_targets_sit_on_their_objects(image, t, b):
+    """Every target row of image ``b`` on its object; every visible object has a row."""
+    stride, width = OUTPUT_STRIDE, t["heatmap"].shape[2]
+    found = set()
+    for k in np.flatnonzero(t["mask"][b] > 0):
+        iy, ix = divmod(int(t["indices"][b, k]), width)
+        peak = np.flatnonzero(t["heatmap"][b, iy, ix] == 1.0)
+        assert len(peak) == 1, f"image {b} row {k}: no single class peaks at its centre"
+        cls = int(peak[0])
+        found.add(cls)
+        cy, cx = (np.array([iy, ix]) + t["offset"][b, k]) * stride
+        h, w = t["size"][b, k] * stride
+        if min(h, w) >= 3:  # a sliver left by the crop has no clean interior pixel
+            assert _has_colour(image[int(cy), int(cx)], cls), \
+                f"image {b}: class {cls}'s centre ({cy:.1f}, {cx:.1f}) is on {image[int(cy), int(cx)]}"
+        ys, xs = np.nonzero(_has_colour(image, cls))
+        assert len(ys), f"image {b}: class {cls} has a target but no pixels"
+        pixel_box = [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
+        np.testing.assert_allclose([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], pixel_box, atol=2.5,
+                                   err_msg=f"image {b}, class {cls}: encoded box vs its pixels")
+    for cls in set(range(len(COLOURS))) - found:
+        assert _has_colour(image, cls).sum() < 12, f"image {b}: class {cls} is visible but has no target"
+
+
+@pytest.mark.parametrize("scales", ["0.6", "1.3", "0.6,1.3"])
+def test_targets_sit_on_their_objects_after_flip_and_crop(pattern, scales):
+    images, t = _batch(pattern, f"data.crop_scales={scales}")
+    for b in range(len(images)):
+        _check_targets_sit_on_their_objects(images[b], t, b)
+    # the batch exercises the geometry: some objects end up mirrored, some clipped by the crop
+    assert t["mask"].sum() >= 2 * len(images)
+
+
+def test_geometry_check_sees_mirrored_images(pattern):
+    """With random_flip the batch holds mirrored images (else the flip cases above test nothing)."""
+    images, _ = _batch(pattern, "data.crop_scales=1.3")
+    plain, _ = _batch(pattern, "data.crop_scales=1.3", "data.random_flip=false")
+    mirrored = [b for b in range(len(images)) if not np.array_equal(images[b], plain[b])]
+    assert 0 < len(mirrored) < len(images)
