@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import types
 import typing
 from importlib import resources
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import yaml
 
 from centernet_core import storage
-from centernet_core.config.schema import ExperimentConfig
+from centernet_core.config.schema import AUTO, ExperimentConfig
 from centernet_core.config.validate import validate
 from centernet_core.errors import ConfigError
 
@@ -64,6 +66,13 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 def _coerce(key: str, value: Any, t) -> Any:
     """Check ``value`` against the annotated type ``t``; return it in that type."""
     origin = typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType):  # int | str: a whole number or "auto"
+        if value == AUTO:
+            return value
+        try:
+            return _coerce(key, value, int)
+        except ConfigError:
+            raise ConfigError(f"{key}: expected an integer or {AUTO}, got {value!r}") from None
     if origin is tuple:
         inner = typing.get_args(t)[0]
         if isinstance(value, str):
@@ -248,6 +257,38 @@ def override(cfg: ExperimentConfig, overrides: list[str] | tuple[str, ...]) -> E
     new = from_dict(data)
     validate(new)
     return new
+
+
+def fit_to_data(cfg: ExperimentConfig, metadata: dict) -> ExperimentConfig:
+    """``cfg`` completed from the training data's metadata, when training starts.
+
+    ``model.num_classes: auto`` becomes the category table's length (a stated number that
+    differs is an error); ``train.epochs > 0`` becomes ``train.steps`` (and warmup / decay
+    points from ``warmup_epochs`` / ``decay_epochs``) at the global batch.
+    """
+    items = []
+    n = len(metadata.get("categories", []))
+    if cfg.model.num_classes == AUTO:
+        if n < 1:
+            raise ConfigError("model.num_classes is auto but the training data has no category table; "
+                              "prepare it with `centernet prepare` or set model.num_classes")
+        items.append(f"model.num_classes={n}")
+    elif n and cfg.model.num_classes != n:
+        raise ConfigError(f"the dataset of --data has {n} categories but model.num_classes is "
+                          f"{cfg.model.num_classes}; add --set model.num_classes={n} (or auto)")
+    t = cfg.train
+    if t.epochs > 0:
+        images = int(metadata.get("images", 0))
+        if images < 1:
+            raise ConfigError("train.epochs needs the image count of the training data's metadata; "
+                              "prepare it with `centernet prepare` or set train.steps")
+        per_epoch = math.ceil(images / cfg.runtime.global_batch_size)
+        steps = max(2, round(t.epochs * per_epoch))
+        warmup = min(round(t.warmup_epochs * per_epoch), steps - 1)
+        decay = sorted({min(max(1, round(e * per_epoch)), steps - 1) for e in t.decay_epochs})
+        items += [f"train.steps={steps}", f"train.warmup_steps={warmup}",
+                  f"train.decay_boundaries={','.join(map(str, decay))}" if decay else "train.decay_boundaries=[]"]
+    return override(cfg, items) if items else cfg
 
 
 def from_yaml_text(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

@@ -13,13 +13,14 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
+AUTO = "auto"  # model.num_classes: taken from the training data's category table
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     task: str = "detection"  # what the heads predict (centernet_core.tasks)
     backbone: str = "resnet18"
-    num_classes: int = 80
+    num_classes: int | str = 80  # or "auto": the training data's class count, resolved when training starts
     input_size: int = 512
     width: float = 1.0  # channel multiplier for backbones that support it
     head_channels: int = 64  # 3x3 conv width of each head (256 for hourglass)
@@ -48,6 +49,12 @@ class TrainConfig:
     # reference_batch_size; with scale_with_batch they are rescaled linearly to the
     # profile's global batch and the resolved config records the result.
     steps: int = 140_000
+    # epochs > 0 states the schedule in passes over the training data instead: steps, warmup
+    # and decay points follow from the image count in the data's metadata and the global
+    # batch when training starts (the run directory's config records the resulting steps).
+    epochs: float = 0.0
+    warmup_epochs: float = 0.0
+    decay_epochs: tuple[float, ...] = ()
     reference_batch_size: int = 128
     scale_with_batch: bool = True
     optimizer: str = "adamw"

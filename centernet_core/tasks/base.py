@@ -39,6 +39,7 @@ class Task:
     """The interface every task implements (see the module docstring for the contracts)."""
 
     name = ""
+    num_classes = 0  # C: the category count the model predicts
     loss_keys: tuple[str, ...] = ("total",)
 
     def heads(self) -> tuple[HeadSpec, ...]:
@@ -91,6 +92,9 @@ def task_names() -> list[str]:
 def build_task(cfg) -> Task:
     """The task of ``cfg`` (``model.task``) with its values from the config."""
     name = cfg.model.task
+    if not isinstance(cfg.model.num_classes, int):
+        raise ConfigError(f"model.num_classes is {cfg.model.num_classes}: it is taken from the training data when "
+                          "training starts; to build the model without data give --set model.num_classes=N")
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model.task '{name}'; valid: {', '.join(task_names())}")
     return _REGISTRY[name].from_config(cfg)

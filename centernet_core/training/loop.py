@@ -26,6 +26,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from centernet_core import config as config_lib
 from centernet_core import distribute, run_dir, storage
 from centernet_core.data import augment, metadata as metadata_lib
 from centernet_core.errors import CenterNetError, ConfigError, DataError
@@ -55,16 +56,22 @@ class TrainResult:
     model: object = dataclasses.field(default=None, repr=False)
 
 
-def check_inputs(cfg, custom_data: bool = False) -> dict | None:
-    """Check ``data.train`` / ``data.val`` before any model is built; the training set's metadata.
+def check_inputs(cfg, custom_data: bool = False):
+    """Check ``data.train`` / ``data.val`` before any model is built and fit ``cfg`` to them.
 
-    Returns the metadata (its category table), or None with ``custom_data`` and no
-    ``data.train``. Raises DataError for a missing pattern or files, ConfigError when a
+    Returns ``(cfg, metadata)``: ``cfg`` completed from the training set's metadata
+    (``config.fit_to_data``: ``model.num_classes: auto``, ``train.epochs``) and the metadata
+    (its category table); with ``custom_data`` and no ``data.train``, ``cfg`` as given and
+    numbered classes. Raises DataError for a missing pattern or files, ConfigError when a
     dataset's category count differs from ``model.num_classes``.
     """
     d, t = cfg.data, cfg.train
     if custom_data and not d.train:
-        return None
+        if cfg.model.num_classes == config_lib.AUTO:
+            raise ConfigError("model.num_classes is auto, but custom training data has no category table; "
+                              "set model.num_classes")
+        n = cfg.model.num_classes
+        return cfg, {"categories": [{"index": i, "id": i + 1, "name": f"class{i}"} for i in range(n)]}
     if not d.train:
         raise DataError("no training data: pass --data PATTERN (TFRecords from `centernet prepare`) or set data.train")
     patterns = [("--data", d.train)] + ([("--val-data", d.val)] if d.val else [])
@@ -76,12 +83,13 @@ def check_inputs(cfg, custom_data: bool = False) -> dict | None:
         raise ConfigError(f"train.eval_every={t.eval_every} needs validation data: pass --val-data PATTERN "
                           "or set data.val (or --eval-every 0)")
     meta = metadata_lib.load_metadata(d.train)
-    for flag, m in [("--data", meta)] + ([("--val-data", metadata_lib.load_metadata(d.val))] if d.val else []):
-        n = len(m["categories"])
+    cfg = config_lib.fit_to_data(cfg, meta)
+    if d.val:
+        n = len(metadata_lib.load_metadata(d.val)["categories"])
         if n != cfg.model.num_classes:
-            raise ConfigError(f"the dataset of {flag} has {n} categories but model.num_classes is "
-                              f"{cfg.model.num_classes}; add --set model.num_classes={n}")
-    return meta
+            raise ConfigError(f"the dataset of --val-data has {n} categories but model.num_classes is "
+                              f"{cfg.model.num_classes}; validate on data prepared with the training set's classes")
+    return cfg, meta
 
 
 def make_train_loop(strategy, model, optimizer, task: Task, matmul_kernel_gradients: bool | None = None):
@@ -205,9 +213,7 @@ def train(cfg, model_dir: str, init_checkpoint: str | None = None, dataset_fn: C
       show_progress: draw the rich progress bar (log lines are printed either way).
     Returns: ``TrainResult``. Raises TrainingDiverged on a NaN / Inf loss.
     """
-    meta = check_inputs(cfg, custom_data=dataset_fn is not None)
-    if meta is None:  # custom data without a category table: numbered classes
-        meta = {"categories": [{"index": i, "id": i + 1, "name": f"class{i}"} for i in range(cfg.model.num_classes)]}
+    cfg, meta = check_inputs(cfg, custom_data=dataset_fn is not None)
     checkpoints.check_resumable(cfg, model_dir, meta)
     strategy = distribute.build_strategy(cfg.runtime)
     replicas = strategy.num_replicas_in_sync
