@@ -191,3 +191,35 @@ def test_evaluate_checkpoint_writes_a_results_file_pycocotools_accepts(run_dir, 
     plain, tta = (json.loads(open(p).read()) for p in (out, out_tta))
     assert len(tta) == len(plain) == 800
     assert sorted(r["score"] for r in tta) != sorted(r["score"] for r in plain)  # the test-time augmentation acts
+
+
+class _ScaleEquivariantModel:
+    """Ignores the pixels but not the input side s: one class-0 peak centred at (0.375 s, 0.625 s)
+    with a box of 0.25 s x 0.5 s (on the cell grid, zero offsets), so each test scale sees the
+    same object. The peak's logit falls with s (3 at s = 32), so the smallest scale's box wins
+    the merge."""
+
+    def __call__(self, images, training=False):
+        side = int(images.shape[1])
+        n = side // 4  # the map's side in cells
+        heat = np.full([1, n, n, 2], -6.0, np.float32)
+        heat[0, 3 * n // 8, 5 * n // 8, 0] = 3.0 - side / 64
+        size = np.tile(np.array([0.25 * n, 0.5 * n], np.float32), [1, n, n, 1])
+        tile = lambda a: tf.tile(tf.constant(a, tf.float32), [tf.shape(images)[0], 1, 1, 1])  # noqa: E731
+        return [{"heatmap": tile(heat), "size": tile(size), "offset": tile(np.zeros_like(size))}]
+
+
+def test_multi_scale_boxes_land_on_original_pixels():
+    """Scales 0.5, 1, 1.5 of a 64-px input (sides 32, 64, 96): each pass's box, mapped back to
+    the input frame and then to the original picture (128 px, input scale 0.5), is the same box,
+    so the merge keeps one, from the 0.5 pass (its score is highest)."""
+    images = tf.zeros([1, 64, 64, 3])
+    for scales in ((0.5, 1.0, 1.5), (0.5,), (1.5,)):
+        det = detect(_ScaleEquivariantModel(), DetectionTask(num_classes=2), images, tf.constant([0.5]),
+                     tf.constant([[128.0, 128.0]]), divisor=8, scales=scales, max_detections=10)
+        det = {k: v.numpy() for k, v in det.items()}
+        confident = det["scores"][0] > 0.5
+        assert confident.sum() == 1, (scales, det["boxes_yxyx_abs"][0, confident])
+        # input frame: centre (24, 40), 16 x 32 -> (16, 24, 32, 56); original = input / 0.5
+        np.testing.assert_allclose(det["boxes_yxyx_abs"][0, 0], [32, 48, 64, 112], atol=1e-3, err_msg=str(scales))
+        assert det["scores"][0, 0] == pytest.approx(1 / (1 + np.exp(-(3 - 64 * min(scales) / 64))), abs=1e-5)
