@@ -79,14 +79,20 @@ def exists(path: str) -> bool:
     if _is_local(path):
         return os.path.exists(_local(path))
     check_scheme(path)
-    return _gfile().exists(path)
+    gfile = _gfile()
+    if not gfile.exists(path):
+        return False
+    if scheme(path) == "ram":  # ram:// says yes to any prefix of a name ("out" of "out.tmp-1/x")
+        path = path.rstrip("/")
+        return bool(gfile.glob(path) or gfile.glob(path + "/*"))
+    return True
 
 
 def isdir(path: str) -> bool:
     if _is_local(path):
         return os.path.isdir(_local(path))
     check_scheme(path)
-    return _gfile().isdir(path)
+    return exists(path) and _gfile().isdir(path)
 
 
 def makedirs(path: str) -> None:
@@ -130,13 +136,32 @@ def remove(path: str) -> None:
     _gfile().remove(path)
 
 
+def realpath(path: str) -> str:
+    """``path`` with links resolved (local paths); remote paths as they are."""
+    return os.path.realpath(_local(path)) if _is_local(path) else path.rstrip("/")
+
+
 def rename(src: str, dst: str) -> None:
-    """Rename ``src`` to ``dst``, replacing ``dst`` (atomic on local disks)."""
+    """Rename the file or directory ``src`` to ``dst``, replacing a file ``dst`` (atomic on local disks).
+
+    tf.io.gfile renames a directory on some file systems without its contents (``ram://``
+    moves only the directory entry), so a remote directory is moved file by file.
+    """
     if _is_local(dst):
         os.replace(_local(src), _local(dst))
         return
     check_scheme(dst)
-    _gfile().rename(src, dst, overwrite=True)
+    gfile = _gfile()
+    if not gfile.isdir(src):
+        gfile.rename(src, dst, overwrite=True)
+        return
+    src = src.rstrip("/")
+    for folder, _, files in gfile.walk(src):
+        target = dst + folder[len(src):]
+        gfile.makedirs(target)
+        for name in files:
+            gfile.rename(posixpath.join(folder, name), posixpath.join(target, name), overwrite=True)
+    gfile.rmtree(src)
 
 
 def temp_name(path: str) -> str:

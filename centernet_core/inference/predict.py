@@ -33,22 +33,22 @@ _SAVE_AS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}
 
 
 def collect_images(inputs: Sequence[str]) -> list[str]:
-    """Expand files, globs and directories into a sorted, duplicate-free list of paths."""
+    """Expand files, globs and directories (any storage path) into a duplicate-free list."""
     found: list[str] = []
     for item in inputs:
-        if os.path.isdir(item):
-            found += sorted(os.path.join(item, n) for n in os.listdir(item)
-                            if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, n)))
-        elif os.path.isfile(item):
+        if storage.isdir(item):
+            found += [p for p in storage.glob(storage.join(item, "*"))
+                      if p.lower().endswith(IMAGE_EXTENSIONS) and not storage.isdir(p)]
+        elif storage.exists(item):
             found.append(item)
         else:
-            matches = [p for p in storage.glob(item) if os.path.isfile(p)]
+            matches = [p for p in storage.glob(item) if not storage.isdir(p)]
             if not matches:
                 raise DataError(f"no image files match {item!r}")
             found += matches
     seen, out = set(), []
     for p in found:
-        key = os.path.realpath(p)
+        key = storage.realpath(p)
         if key not in seen:
             seen.add(key)
             out.append(p)
@@ -59,9 +59,9 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 
 def check_output_dir(output_dir: str, paths: Sequence[str]) -> None:
     """Refuse an output directory that holds any input: outputs must never overwrite inputs."""
-    out = os.path.realpath(output_dir)
+    out = storage.realpath(output_dir)
     for p in paths:
-        if os.path.dirname(os.path.realpath(p)) == out:
+        if storage.dirname(storage.realpath(p)) == out:
             raise ConfigError(f"--output {output_dir} is where the input {p} lives; choose another directory "
                               "(predict never writes next to its inputs)")
 
@@ -158,6 +158,22 @@ def _write(item: _Item, det: dict, names: dict, output_dir: str, image_id: int, 
     return {"file": item.path, "output": item.name, "detections": len(rows), "by_category": counts}, results
 
 
+def _predict_one(predictor, data: bytes):
+    """One image's detections, or the reason TensorFlow cannot decode it (a str).
+
+    A failure on bytes that TensorFlow decodes is the model's, not the file's: it is raised.
+    """
+    try:
+        return predictor([data])[0]
+    except Exception as e:
+        import tensorflow as tf
+        try:
+            tf.io.decode_image(data, channels=3, expand_animations=False)
+        except tf.errors.OpError:
+            return f"TensorFlow cannot decode it ({type(e).__name__})"
+        raise
+
+
 def predict_images(inputs: Sequence[str], model: str | Predictor, output_dir: str, threshold: float = 0.3,
                    batch_size: int = 8, on_image: Callable[[str], None] | None = None,
                    on_start: Callable[[int], None] | None = None) -> PredictSummary:
@@ -170,6 +186,8 @@ def predict_images(inputs: Sequence[str], model: str | Predictor, output_dir: st
       batch_size: images per model call.
       on_start(total), on_image(path): progress callbacks.
     Returns: ``PredictSummary``; unreadable files are in ``skipped`` with the reason.
+    Raises: DataError when no image could be processed; a model failure on a decodable
+      image is raised as it is (never reported as an unreadable file).
     """
     if not 0.0 <= threshold <= 1.0 or batch_size < 1:
         raise ConfigError("--threshold must be in [0, 1] and --batch-size at least 1")
@@ -185,13 +203,8 @@ def predict_images(inputs: Sequence[str], model: str | Predictor, output_dir: st
     def flush():
         try:
             outputs = predictor([it.data for it in batch])
-        except Exception:  # one undecodable file fails the whole call: retry one by one
-            outputs = []
-            for it in batch:
-                try:
-                    outputs.append(predictor([it.data])[0])
-                except Exception as e:  # noqa: BLE001 (TensorFlow raises several types for bad bytes)
-                    outputs.append(f"TensorFlow cannot decode it ({type(e).__name__})")
+        except Exception:  # noqa: BLE001  one undecodable file fails the whole call: retry one by one
+            outputs = [_predict_one(predictor, it.data) for it in batch]
         for it, det in zip(batch, outputs):
             if isinstance(det, str):
                 summary.skipped.append((it.path, det))
@@ -220,5 +233,9 @@ def predict_images(inputs: Sequence[str], model: str | Predictor, output_dir: st
     if batch:
         flush()
     storage.write_text_atomic(storage.join(output_dir, "detections.json"), json.dumps(results))
+    if not images:
+        listed = "; ".join(f"{p}: {why}" for p, why in summary.skipped[:3])
+        raise DataError(f"no image could be processed ({len(summary.skipped)} skipped: {listed}"
+                        f"{'; ...' if len(summary.skipped) > 3 else ''})")
     storage.write_text_atomic(storage.join(output_dir, "images.json"), json.dumps(images, indent=1, ensure_ascii=False))
     return summary
