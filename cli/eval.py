@@ -48,6 +48,7 @@ def eval_(
     output: Optional[str] = typer.Option(None, "--output", help="Write the COCO results json here."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print AP per category."),
     detections: Optional[str] = typer.Option(None, "--detections", help="Evaluate this COCO results json (needs --annotations; no model)."),
+    report: Optional[str] = typer.Option(None, "--report", help="Write an evaluation report (per-class AP, PR / F1 curves, confusion, error galleries, index.html) into this directory."),
     set_: Optional[List[str]] = SetOpt,
 ):
     """Evaluate a checkpoint (COCO box AP), or a results file against annotations.
@@ -62,9 +63,12 @@ def eval_(
             raise ConfigError("give either --ckpt (run a model) or --detections (evaluate a results file), not both")
         if not annotations:
             raise ConfigError("--detections needs --annotations FILE.json (the ground truth of the same images)")
-        metrics = evaluate.evaluate_detections(detections, annotations, per_class=per_class)
+        metrics = evaluate.evaluate_detections(detections, annotations, per_class=per_class, report=report,
+                                               pictures=data)
         console.print(f"{metrics['detections']} detections from {detections}", highlight=False)
         print_metrics(metrics)
+        if report:
+            console.print(f"report: {report}/index.html", highlight=False)
         return
     if not ckpt:
         raise ConfigError("nothing to evaluate: pass --ckpt RUN_DIR (or --detections FILE --annotations FILE)")
@@ -74,10 +78,12 @@ def eval_(
                   console=console, transient=True) as bar:
         task = bar.add_task("eval", total=None)
         metrics = evaluate.evaluate_checkpoint(
-            ckpt, annotations=annotations, output=output, overrides=(set_ or []) + flags,
+            ckpt, annotations=annotations, output=output, report=report, overrides=(set_ or []) + flags,
             on_start=lambda n: bar.update(task, total=n or None), on_batch=lambda n: bar.advance(task, n))
     console.print(f"{metrics['images']} images, {metrics['detections']} detections, checkpoint {metrics['checkpoint']}",
                   highlight=False)
     if output:
         console.print(f"results: {output}", highlight=False)
     print_metrics(metrics)
+    if report:
+        console.print(f"report: {report}/index.html", highlight=False)

@@ -244,6 +244,7 @@ def test_train_and_eval_records_history_best_and_pictures(shapes_dataset, tmp_pa
     assert best["step"] in (2, 4) and best["metrics"]["AP"] == max(h["AP"] for h in history)
     tags = _event_tags(os.path.join(run, "logs", "eval"))
     assert {"coco/AP", "coco/AP50", "coco/minutes", "detections"} <= tags
+    assert {"coco_per_class/circle", "coco_per_class/square", "coco_per_class/triangle"} <= tags
     assert run_dir.load_config(run).train.eval_every == 2
 
 

@@ -18,13 +18,20 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from centernet_core.inference import coco_eval
+from centernet_core import storage
 from centernet_core.data.metadata import index_to_coco_id
 from centernet_core.errors import ConfigError, DataError
+from centernet_core.inference import coco_eval
+from centernet_core.inference.report import write_report
+
+
+def _ground_truth_dict(annotations: str) -> dict:
+    import json
+    return json.loads(storage.read_text(annotations))
 
 
 def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
-                   annotations: str | None = None, output: str | None = None,
+                   annotations: str | None = None, output: str | None = None, report: str | None = None,
                    on_batch: Callable[[int], None] | None = None) -> dict:
     """COCO box metrics of ``model`` on the TFRecords matching ``pattern``.
 
@@ -38,6 +45,8 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
       categories: ``[{"index", "id", "name"}]``, training index -> original category.
       annotations: COCO instances json as ground truth (default: the records' ground truth).
       output: write the COCO results json here (atomically).
+      report: write the evaluation report (``inference.report``) into this directory, with
+        the records' pictures and the model's heatmaps in its galleries.
       on_batch: called with the number of images after each batch (progress bars).
     Returns: ``{"AP", "AP50", ..., "ARl"}`` (the 12 COCOeval numbers), ``"images"``,
       ``"detections"``, and ``"per_class"`` {name: AP} when asked.
@@ -77,6 +86,11 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
             on_batch(len(source_id))
     if images == 0:
         raise DataError(f"no images could be read from {pattern!r}")
+    if report:
+        from centernet_core.inference import report_sources
+        pictures = report_sources.record_pictures(pattern)
+        write_report(report, _ground_truth_dict(annotations) if annotations else gt.dataset(), results, pictures,
+                     report_sources.model_heatmaps(model, cfg, categories, pictures))
     if output:
         coco_eval.write_results(output, results)
     metrics = coco_eval.evaluate_results(annotations or gt.dataset(), results, per_class=e.per_class)
@@ -84,7 +98,8 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
 
 
 def evaluate_checkpoint(path: str, *, annotations: str | None = None, output: str | None = None,
-                        overrides: Sequence[str] = (), on_start: Callable[[int], None] | None = None,
+                        report: str | None = None, overrides: Sequence[str] = (),
+                        on_start: Callable[[int], None] | None = None,
                         on_batch: Callable[[int], None] | None = None) -> dict:
     """``centernet eval --ckpt``: restore the run at ``path`` and evaluate it on ``data.val``.
 
@@ -110,15 +125,22 @@ def evaluate_checkpoint(path: str, *, annotations: str | None = None, output: st
     if on_start:
         on_start(int(meta.get("images", 0)))
     metrics = evaluate_model(trained.model, trained.cfg, pattern, trained.categories, annotations=annotations,
-                             output=output, on_batch=on_batch)
+                             output=output, report=report, on_batch=on_batch)
     return {**metrics, "checkpoint": trained.checkpoint}
 
 
-def evaluate_detections(detections: str, annotations: str, per_class: bool = False) -> dict:
+def evaluate_detections(detections: str, annotations: str, per_class: bool = False, report: str | None = None,
+                        pictures: str | None = None) -> dict:
     """``centernet eval --detections``: COCOeval of a results json against an instances json.
 
     The numbers are exactly those of running pycocotools' COCOeval on the two files.
+    ``report``: write the evaluation report there (pictures from the records ``pictures``
+    when given; no heatmaps: there is no model).
     """
     results = coco_eval.read_results(detections)
     metrics = coco_eval.evaluate_results(annotations, results, per_class=per_class)
+    if report:
+        from centernet_core.inference import report_sources
+        loader = report_sources.record_pictures(pictures) if pictures else None
+        write_report(report, _ground_truth_dict(annotations), results, loader)
     return {**metrics, "detections": len(results)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from centernet_core import config as config_lib
 from centernet_core import draw
 from centernet_core.inference.detect import head_maps
 from centernet_core.pixels import to_rgb_uint8
@@ -52,6 +53,6 @@ def evaluate_during_training(model, cfg, val_pattern: str, meta: dict, num_pictu
     from centernet_core.data.pipeline import build_dataset
     from centernet_core.inference.evaluate import evaluate_model
 
-    metrics = evaluate_model(model, cfg, val_pattern, meta["categories"])
+    metrics = evaluate_model(model, config_lib.override(cfg, ["eval.per_class=true"]), val_pattern, meta["categories"])
     features, _ = next(iter(build_dataset(val_pattern, cfg, False, batch_size=num_pictures)))
     return metrics, detection_pictures(model, cfg, features, category_names(meta), num_pictures)

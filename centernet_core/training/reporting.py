@@ -109,6 +109,9 @@ class TrainReporter:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
                     write_scalar(f"coco/{k}", v, step)
+            for name, ap in metrics.get("per_class", {}).items():  # the numbers `eval --report` tabulates
+                if ap == ap:  # NaN: no ground truth of that class
+                    write_scalar(f"coco_per_class/{name}", ap, step)
             write_scalar("coco/minutes", minutes, step)
             if pictures is not None and len(pictures):
                 write_images("detections", pictures, step)
