@@ -229,3 +229,46 @@ def test_application_weights_file_loads_behind_the_input_conversion(tmp_path):
     loaded = build_backbone("mobilenetv2", width=0.35, weights=path)
     for name in ("Conv1", "block_16_project"):
         np.testing.assert_array_equal(loaded.get_layer(name).kernel.numpy(), plain.get_layer(name).kernel.numpy())
+
+
+# name -> (trainable, total) parameters of build_backbone(name, **CASES[name][0]); pinned from
+# the current code: a layer added, dropped or resized anywhere in a backbone changes them.
+BACKBONE_PARAMS = {
+    "hourglass104": (187_700_352, 187_817_856),
+    "hourglass52": (93_662_848, 93_721_472),
+    "resnet18": (885_328, 888_176),
+    "resnet50": (29_999_872, 30_054_784),
+    "dla34": (18_513_328, 18_532_144),
+    "mobilenetv2": (1_085_152, 1_101_152),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_backbone_parameter_counts_are_pinned(name):
+    from centernet_core.modeling.summary import count_params
+    counts = count_params(build_backbone(name, **CASES[name][0]))
+    assert (counts["trainable"], counts["total"]) == BACKBONE_PARAMS[name]
+
+
+def _batch_norms(model):
+    """Every BatchNormalization and ConvBN in ``model``, nested layers included."""
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in layers if isinstance(layer, (keras.layers.BatchNormalization, ConvBN))]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bn_momentum_reaches_every_batch_norm(name):
+    """build_backbone(bn_momentum=...) reaches each batch norm: ours (ConvBN, whose fused
+    training step reads its own ``momentum``), the deconv stages' and the Keras trunks'."""
+    norms = _batch_norms(build_backbone(name, bn_momentum=0.77, **CASES[name][0]))
+    assert len(norms) > 10
+    wrong = [(layer.name, layer.momentum) for layer in norms if layer.momentum != pytest.approx(0.77)]
+    assert not wrong, wrong[:5]
+
+
+def test_model_bn_momentum_reaches_the_backbone():
+    from centernet_core.modeling.model import build_model
+    for backbone in ("resnet18", "mobilenetv2"):
+        cfg = config_lib.resolve("shapes-tiny", overrides=[f"model.backbone={backbone}", "model.bn_momentum=0.66"])
+        momenta = {round(layer.momentum, 6) for layer in _batch_norms(build_model(cfg))}
+        assert momenta == {0.66}, backbone
