@@ -1,11 +1,13 @@
 """MobileNetV2 + FPN-style top-down path to stride 4: ``mobilenetv2`` (the edge / TFLite model).
 
-Trunk: ``keras.applications.MobileNetV2`` (``alpha = width``, ``weights=None`` or a local
-file; never downloads), tapped at strides 4, 8, 16, 32 (``block_2_add``, ``block_5_add``,
-``block_12_add``, ``out_relu``). Top-down path as in FPN: a 1x1 ConvBN lateral on every tap
-to ``FPN_CHANNELS``, nearest 2x upsampling of the coarser level and an add, then a 3x3
-ConvBN-ReLU smoothing each merged level; the stride-4 level is the feature map, reduced by
-a last 3x3 ConvBN-ReLU to ``OUT_CHANNELS`` (the head input of the paper's small models).
+Trunk: ``keras.applications.MobileNetV2`` (``alpha = width``; built with ``weights=None``;
+``model.backbone_weights``: a local file or ``imagenet``, Keras's own ``include_top=False``
+file for 224-pixel inputs, see ``registry``), tapped at strides 4, 8, 16, 32
+(``block_2_add``, ``block_5_add``, ``block_12_add``, ``out_relu``). Top-down path as in
+FPN: a 1x1 ConvBN lateral on every tap to ``FPN_CHANNELS``, nearest 2x upsampling of the
+coarser level and an add, then a 3x3 ConvBN-ReLU smoothing each merged level; the stride-4
+level is the feature map, reduced by a last 3x3 ConvBN-ReLU to ``OUT_CHANNELS`` (the head
+input of the paper's small models).
 
 The trunk's ImageNet weights expect R, G, B in [-1, 1]; a fixed layer in front of it
 (``mobilenet_input``) converts the pipeline's normalised B, G, R to that, with or without
@@ -18,14 +20,19 @@ from __future__ import annotations
 import warnings
 
 import keras
+from keras.src.applications import mobilenet_v2 as keras_mobilenet_v2  # its weight-file address
 
-from centernet_core.modeling.backbones.registry import load_weights_into, register_backbone, set_bn_momentum
+from centernet_core.errors import ConfigError
+from centernet_core.modeling.backbones.registry import (ImagenetFile, load_weights_into, register_backbone,
+                                                         set_bn_momentum)
 from centernet_core.pixels import MEAN_BGR, STD_BGR
 from centernet_core.modeling.layers import ChannelAffine, ConvBN
 
 TAPS = ("block_2_add", "block_5_add", "block_12_add", "out_relu")  # strides 4, 8, 16, 32
 FPN_CHANNELS = 128
 OUT_CHANNELS = 64
+IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # the widths keras.applications has ImageNet files for
+IMAGENET_ROWS = 224  # keras.applications' default resolution (all sizes share the shapes)
 
 
 def mobilenet_input(image):
@@ -54,7 +61,16 @@ def fpn_top_down(taps: list, channels: int, bn: dict):
     return x
 
 
-@register_backbone("mobilenetv2")
+def mobilenetv2_imagenet(width: float) -> ImagenetFile:
+    """keras.applications' MobileNetV2 ``include_top=False`` ImageNet file for ``alpha = width``."""
+    if float(width) not in IMAGENET_ALPHAS:
+        raise ConfigError(f"model.backbone_weights=imagenet: keras.applications has MobileNetV2 ImageNet weights "
+                          f"for model.width in {', '.join(map(str, IMAGENET_ALPHAS))}, not {width}")
+    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(width)}_{IMAGENET_ROWS}_no_top.h5"
+    return ImagenetFile(name, keras_mobilenet_v2.BASE_WEIGHT_PATH + name)  # keras.applications checks no hash here
+
+
+@register_backbone("mobilenetv2", imagenet=mobilenetv2_imagenet)
 def mobilenetv2(input_size=None, width=1.0, bn_momentum=0.9, bn_epsilon=1e-5, weights=""):
     """MobileNetV2 trunk (``alpha = width``) + FPN top-down path to stride 4."""
     bn = dict(momentum=bn_momentum, epsilon=bn_epsilon)

@@ -7,8 +7,9 @@ plain 3x3 conv where it uses a deformable one).
 * ``resnet18`` is written here (Keras ships no ResNet-18): 7x7/2 stem, 3x3/2 max pool,
   four stages of two basic blocks, channels 64, 128, 256, 512. ``width`` multiplies every
   channel count, upsampling path included (the tiny preset uses 0.25).
-* ``resnet50`` is ``keras.applications.ResNet50`` (no download: ``weights=None`` or a local
-  file) tapped at ``conv5_block3_out``; ``width`` must be 1. A fixed layer in front of it
+* ``resnet50`` is ``keras.applications.ResNet50`` tapped at ``conv5_block3_out`` (built with
+  ``weights=None``; ``model.backbone_weights``: a local file or ``imagenet``, Keras's own
+  ``include_top=False`` file, see ``registry``); ``width`` must be 1. A fixed layer in front of it
   (``caffe_input``) turns the pipeline's normalised B, G, R into the input its ImageNet
   weights expect, with or without weights, so both start from the same convention.
 
@@ -17,8 +18,10 @@ Feature map: ``[B, S / 4, S / 4, 64 * width]`` (ResNet-18) or ``[B, S / 4, S / 4
 from __future__ import annotations
 
 import keras
+from keras.src.applications import resnet as keras_resnet  # its weight-file address and hashes
 
-from centernet_core.modeling.backbones.registry import load_weights_into, register_backbone, set_bn_momentum
+from centernet_core.modeling.backbones.registry import (ImagenetFile, load_weights_into, register_backbone,
+                                                         set_bn_momentum)
 from centernet_core.pixels import MEAN_BGR, STD_BGR
 from centernet_core.errors import ConfigError
 from centernet_core.modeling.layers import ChannelAffine, ConvBN, residual_block, upsample_stage
@@ -70,9 +73,15 @@ def resnet18(input_size=None, width=1.0, bn_momentum=0.9, bn_epsilon=1e-5, weigh
     return keras.Model(image, [_upsample_path(trunk.output, width, bn)], name="backbone")
 
 
-@register_backbone("resnet50")
+def resnet50_imagenet(width: float) -> ImagenetFile:
+    """keras.applications' ResNet50 ``include_top=False`` ImageNet file (any width: checked by the builder)."""
+    name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    return ImagenetFile(name, keras_resnet.BASE_WEIGHTS_PATH + name, keras_resnet.WEIGHTS_HASHES["resnet50"][1])
+
+
+@register_backbone("resnet50", imagenet=resnet50_imagenet)
 def resnet50(input_size=None, width=1.0, bn_momentum=0.9, bn_epsilon=1e-5, weights=""):
-    """keras.applications.ResNet50 trunk (never downloads) + upsampling path."""
+    """keras.applications.ResNet50 trunk (``weights``: a local file) + upsampling path."""
     if width != 1.0:
         raise ConfigError(f"model.width={width}: resnet50 has fixed channels; use model.width=1.0 "
                           "(resnet18 and mobilenetv2 take a width multiplier)")
