@@ -49,11 +49,14 @@ def eval_(
     per_class: bool = typer.Option(False, "--per-class", help="Also print AP per category."),
     detections: Optional[str] = typer.Option(None, "--detections", help="Evaluate this COCO results json (needs --annotations; no model)."),
     report: Optional[str] = typer.Option(None, "--report", help="Write an evaluation report (per-class AP, PR / F1 curves, confusion, error galleries, index.html) into this directory."),
+    model: Optional[str] = typer.Option(None, "--model", help="Evaluate an export instead: its directory, saved_model/, or a .tflite / .onnx file."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Checkpoint on CPU: auto (bfloat16 where native), float32, bfloat16."),
     set_: Optional[List[str]] = SetOpt,
 ):
-    """Evaluate a checkpoint (COCO box AP), or a results file against annotations.
+    """Evaluate a checkpoint or an export (COCO box AP), or a results file against annotations.
 
     Example: centernet eval --ckpt runs/shapes --flip --output results.json --per-class
+    Example: centernet eval --model exports/shapes/model_int8.tflite --data data/val-*.tfrecord
     Example: centernet eval --detections results.json --annotations instances_val2017.json
     """
     from centernet_core.inference import evaluate
@@ -70,10 +73,18 @@ def eval_(
         if report:
             console.print(f"report: {report}/index.html", highlight=False)
         return
+    if model:
+        if ckpt:
+            raise ConfigError("give either --ckpt (a checkpoint) or --model (an export), not both")
+        return _eval_export(model, data, annotations, output, per_class, set_)
     if not ckpt:
-        raise ConfigError("nothing to evaluate: pass --ckpt RUN_DIR (or --detections FILE --annotations FILE)")
+        raise ConfigError("nothing to evaluate: pass --ckpt RUN_DIR or --model EXPORT "
+                          "(or --detections FILE --annotations FILE)")
     flags = flag_overrides(**{"data.val": data, "eval.flip": flip, "eval.scales": scales,
-                              "eval.per_class": per_class or None})
+                              "eval.per_class": per_class or None, "eval.precision": precision})
+    if precision:
+        from centernet_core.inference import precision as precision_lib
+        console.print(precision_lib.apply(precision), highlight=False)
     with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("eval", total=None)
@@ -87,3 +98,20 @@ def eval_(
     print_metrics(metrics)
     if report:
         console.print(f"report: {report}/index.html", highlight=False)
+
+
+def _eval_export(model: str, data, annotations, output, per_class: bool, set_) -> None:
+    """``eval --model``: the export in its own runtime, scored like a checkpoint."""
+    from centernet_core.inference.eval_export import evaluate_export
+    flags = flag_overrides(**{"data.val": data, "eval.per_class": per_class or None})
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("eval", total=None)
+        metrics = evaluate_export(model, annotations=annotations, output=output, overrides=(set_ or []) + flags,
+                                  on_start=lambda n: bar.update(task, total=n or None),
+                                  on_batch=lambda n: bar.advance(task, n))
+    console.print(f"{metrics['images']} images, {metrics['detections']} detections, {metrics['format']} "
+                  f"{metrics['model']}", highlight=False)
+    if output:
+        console.print(f"results: {output}", highlight=False)
+    print_metrics(metrics)

@@ -86,6 +86,7 @@ class EvalConfig:
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
     per_class: bool = False
+    precision: str = "float32"  # checkpoints on CPU: auto (bfloat16 where native), float32, bfloat16
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,13 @@ class ExportConfig:
     formats: tuple[str, ...] = ("saved_model",)
     tflite_float16: bool = False
     onnx_opset: int = 17
+    int8: bool = False  # also model_int8.tflite / model_int8.onnx (quantized core) for tflite / onnx
+    calibration_data: str = ""  # TFRecord pattern for int8 calibration ("": data.train)
+    calibration_images: int = 200
+    float_layers: tuple[str, ...] = ()  # layer names (prefixes) kept float in the int8 exports
+    validation_data: str = ""  # AP of every written format on these records ("": data.val when int8)
+    int8_ap_tolerance: float = 2.0  # refuse an int8 export losing more AP50 points than this vs float
+    force: bool = False  # write int8 exports even when they fail the tolerance or cannot be checked
 
 
 @dataclass(frozen=True)

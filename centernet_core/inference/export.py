@@ -7,7 +7,10 @@ Layout of the output directory::
                             assets/categories.json
     model.tflite            the image_tensor graph, float32 (model_float16.tflite: float16 weights)
     model.onnx              the image_tensor graph (tf2onnx, opset export.onnx_opset)
+    model_int8.tflite       with export.int8: the quantized network only (``quantize.py``);
+    model_int8.onnx         ``exported.CoreRunner`` runs letterbox and decode around it in float
     categories.json         training index -> original id and name
+    config.yaml             the run's config (the int8 runners' decode settings; eval --model's data)
     export.json             what was written, input size, and each format's check
 
 All three formats hold the whole serving graph (``serving.Detector``): letterbox, RGB ->
@@ -20,6 +23,13 @@ which the interpreter reads as garbage.
 Check: each written format is loaded by its own runtime and run on a test picture; its
 detections must match the SavedModel's (``exported.match_detections``: boxes within 1 px,
 scores within 1e-3; float16 weights: 2 px and 2e-2, since weights lose bits).
+
+AP of each variant: with ``export.validation_data`` (or, for int8, the run's ``data.val``),
+every written format is evaluated on those records (``eval_export.evaluate_runner``, the AP
+that ``eval --model`` prints) into ``export.json``'s ``"ap"``. An int8 file whose AP50 is more
+than ``export.int8_ap_tolerance`` points below its runtime's float file is refused
+(``Int8Rejected``; nothing is written) unless ``export.force``; so is an int8 export that
+cannot be evaluated.
 
 All or nothing: the converters and runtimes of the requested formats are imported before
 anything is written; the files go into a temporary sibling directory that is renamed to
@@ -36,6 +46,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from centernet_core import config as config_lib
 from centernet_core import storage
 from centernet_core.inference import exported
 from centernet_core.inference.serving import build_detector
@@ -43,7 +54,13 @@ from centernet_core.errors import CenterNetError, ConfigError
 
 TOLERANCE = {"saved_model": (1.0, 1e-3), "tflite": (1.0, 1e-3), "onnx": (1.0, 1e-3), "tflite_float16": (2.0, 2e-2)}
 # The modules each format needs to be written (converter) and checked (runtime).
-REQUIRES = {"tflite": ("tensorflow.lite", "ai_edge_litert.interpreter"), "onnx": ("tf2onnx", "onnxruntime")}
+REQUIRES = {"tflite": ("tensorflow.lite", "ai_edge_litert.interpreter"), "onnx": ("tf2onnx", "onnxruntime"),
+            "onnx_int8": ("onnxruntime.quantization",)}
+INT8_OF = {"tflite": "tflite_int8", "onnx": "onnx_int8"}  # the float file each int8 file is judged against
+
+
+class Int8Rejected(ConfigError):
+    """An int8 export loses more AP than ``export.int8_ap_tolerance`` (or cannot be checked)."""
 
 
 class ExportCheckFailed(CenterNetError):
@@ -145,8 +162,10 @@ def export_trained(trained, output_dir: str, formats: Sequence[str] | None = Non
     """Write the exports of ``trained`` (a ``trained.TrainedModel``) into ``output_dir`` and check them.
 
     ``formats``, ``tflite_float16`` and ``onnx_opset`` default to ``cfg.export``; ``images``
-    (uint8 [h, w, 3] each) to ``sample_images()``. ``on_step(message)`` reports progress.
-    Returns the ``export.json`` dict; raises ExportCheckFailed when a format disagrees.
+    (uint8 [h, w, 3] each) to ``sample_images()``; int8 and the AP report follow
+    ``cfg.export`` (module docstring). ``on_step(message)`` reports progress.
+    Returns the ``export.json`` dict; raises ExportCheckFailed when a format disagrees and
+    Int8Rejected (nothing written) when an int8 file loses too much AP.
     Leaves ``trained.model`` unfrozen (``model.unfreeze``: see ``_write_and_check``).
     """
     x = trained.cfg.export
@@ -155,13 +174,25 @@ def export_trained(trained, output_dir: str, formats: Sequence[str] | None = Non
     if unknown:
         raise ConfigError(f"--format {','.join(unknown)}: valid formats are saved_model, tflite, onnx")
     refuse_existing(output_dir)
-    require_converters(formats)
+    int8 = [INT8_OF[f] for f in formats if x.int8 and f in INT8_OF]
+    if x.int8 and not int8:
+        raise ConfigError("--int8 quantizes the tflite and onnx formats: add one to --format")
+    require_converters(formats + tuple(int8))
+    validation = x.validation_data or (trained.cfg.data.val if int8 else "")
+    if int8 and not validation and not x.force:
+        raise Int8Rejected("an int8 export is checked on validation records: pass --val-data PATTERN "
+                           "(or --force to write it unchecked)")
     float16 = x.tflite_float16 if tflite_float16 is None else tflite_float16
     opset = onnx_opset or x.onnx_opset
     images = images or sample_images()
     say = on_step or (lambda message: None)
     with storage.staged_directory(output_dir) as staging:  # renamed to output_dir once complete
         summary = _write_and_check(trained, staging, formats, float16, opset, images, say)
+        if int8:
+            summary["files"].update(_write_int8(trained, staging, int8, opset, say))
+        if validation:
+            summary["ap"] = _ap_report(trained, staging, summary["files"], validation, say)
+            _judge_int8(summary["ap"], int8, x.int8_ap_tolerance, x.force)
         summary["files"] = {fmt: storage.join(output_dir, name) for fmt, name in summary["files"].items()}
         storage.write_text_atomic(storage.join(staging, "export.json"), json.dumps(summary, indent=1))
     bad = [f"{fmt} ({r['unmatched']} of {r['checked']} detections differ; max box diff {r['max_box_diff']:.3g} px, "
@@ -169,6 +200,54 @@ def export_trained(trained, output_dir: str, formats: Sequence[str] | None = Non
     if bad:  # the export is complete and export.json records the failed checks: kept for inspection
         raise ExportCheckFailed(f"exports written to {output_dir} disagree with the in-memory model: {'; '.join(bad)}")
     return summary
+
+
+def _write_int8(trained, export_dir: str, int8: Sequence[str], opset: int, say: Callable[[str], None]) -> dict:
+    """Calibrate and write the int8 cores; ``{format: file name}``."""
+    from centernet_core.inference import quantize
+    x, size = trained.cfg.export, trained.cfg.model.input_size
+    pattern = x.calibration_data or trained.cfg.data.train
+    if not pattern:
+        raise ConfigError("int8 calibration needs training pictures: pass --calibration-data PATTERN")
+    say(f"int8 calibration on {x.calibration_images} images of {pattern}")
+    inputs = quantize.calibration_inputs(quantize.record_images(pattern, x.calibration_images), size)
+    core = quantize.frozen_core(trained.model, size)
+    written = {}
+    if "tflite_int8" in int8:
+        say("TFLite int8")
+        written["tflite_int8"] = exported.TFLITE_INT8_FILE
+        quantize.write_tflite_int8(core, storage.join(export_dir, exported.TFLITE_INT8_FILE), inputs, x.float_layers)
+    if "onnx_int8" in int8:
+        say("ONNX int8")
+        written["onnx_int8"] = exported.ONNX_INT8_FILE
+        quantize.write_onnx_int8(core, storage.join(export_dir, exported.ONNX_INT8_FILE), inputs, opset,
+                                 x.float_layers)
+    return written
+
+
+def _ap_report(trained, export_dir: str, files: dict, pattern: str, say: Callable[[str], None]) -> dict:
+    """``{format: {"AP", "AP50"}}`` of every written file on the records ``pattern``."""
+    from centernet_core.inference.eval_export import evaluate_runner
+    report = {}
+    for fmt in files:
+        say(f"AP of {fmt} on {pattern}")
+        m = evaluate_runner(exported.open_runner(export_dir, fmt), trained.cfg, pattern, trained.categories)
+        report[fmt] = {"AP": m["AP"], "AP50": m["AP50"]}
+    return report
+
+
+def _judge_int8(ap: dict, int8: Sequence[str], tolerance: float, force: bool) -> None:
+    """Int8Rejected when an int8 file's AP50 is more than ``tolerance`` points below its float file's."""
+    reference = {v: k for k, v in INT8_OF.items()}
+    for fmt in int8:
+        base = reference[fmt] if reference[fmt] in ap else "saved_model"
+        drop = 100 * (ap[base]["AP50"] - ap[fmt]["AP50"])
+        ap[fmt]["AP50_drop"] = drop
+        if drop > tolerance and not force:
+            raise Int8Rejected(f"{fmt} loses {drop:.1f} AP50 points against {base} ({100 * ap[fmt]['AP50']:.1f} vs "
+                               f"{100 * ap[base]['AP50']:.1f}; tolerance export.int8_ap_tolerance={tolerance:g}): "
+                               "nothing written; calibrate on more typical images (--calibration-data), keep layers "
+                               "float (--set export.float_layers=...), or pass --force")
 
 
 def _write_and_check(trained, export_dir: str, formats: Sequence[str], float16: bool, opset: int,
@@ -185,6 +264,7 @@ def _write_and_check(trained, export_dir: str, formats: Sequence[str], float16: 
     categories = [dict(c) for c in trained.categories]
     storage.write_text_atomic(storage.join(export_dir, exported.CATEGORIES_FILE),
                               json.dumps(categories, indent=1, ensure_ascii=False))
+    storage.write_text_atomic(storage.join(export_dir, exported.CONFIG_FILE), config_lib.dump_yaml(trained.cfg))
     say("SavedModel")  # always written: it is the reference the other formats are checked against
     sm_path = storage.join(export_dir, exported.SAVED_MODEL_DIR)
     write_saved_model(detector, categories, sm_path)

@@ -4,6 +4,12 @@ Every runner takes uint8 ``[N, h, w, 3]`` RGB (one size per call) and returns Nu
 ``detection_boxes`` [N, D, 4] (ymin, xmin, ymax, xmax original pixels), ``detection_scores``
 [N, D], ``detection_classes`` [N, D] (original category ids), ``num_detections`` [N]: all
 three formats hold the whole serving graph (letterbox, model, decode, category table).
+The int8 files hold only the quantized network ("core", ``quantize.py``): ``CoreRunner``
+puts the same ``serving.Detector`` around it, rebuilt from the export's ``config.yaml``.
+
+``locate(path)`` maps what a user points at (an export directory, a SavedModel directory,
+a ``.tflite`` or ``.onnx`` file) to (export directory, format): ``eval --model``,
+``predict --model`` and the benchmarks all open exports through it.
 """
 from __future__ import annotations
 
@@ -16,7 +22,10 @@ SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
 TFLITE_FP16_FILE = "model_float16.tflite"
 ONNX_FILE = "model.onnx"
+TFLITE_INT8_FILE = "model_int8.tflite"
+ONNX_INT8_FILE = "model_int8.onnx"
 CATEGORIES_FILE = "categories.json"
+CONFIG_FILE = "config.yaml"  # the run's config: CoreRunner's decode settings, eval's data defaults
 INPUT_NAME = "images"
 
 EXTRA_HINT = "install the export extra: pip install 'centernet[export]'"
@@ -75,14 +84,98 @@ class OnnxRunner:
         self.names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, images) -> dict:
-        out = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(images, np.uint8)})
+        dtype = np.uint8 if self.session.get_inputs()[0].type == "tensor(uint8)" else np.float32
+        out = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(images, dtype)})
         return dict(zip(self.names, out))
 
 
+class _CoreModel:
+    """A quantized core as the ``model`` of ``serving.Detector``: ``model(images, training=False)``
+    -> ``[maps]``, each image run in the core's runtime (``tf.numpy_function``)."""
+
+    variables: list = []
+
+    def __init__(self, core, keys: tuple[str, ...]):
+        self.core, self.keys = core, keys
+
+    def _run(self, images):
+        outs = [self.core(np.ascontiguousarray(img[None], np.float32)) for img in images]
+        return [np.concatenate([o[k] for o in outs]).astype(np.float32) for k in self.keys]
+
+    def __call__(self, images, training=False):
+        import tensorflow as tf
+        maps = tf.numpy_function(self._run, [images], [tf.float32] * len(self.keys), stateful=False)
+        return [dict(zip(self.keys, maps))]
+
+
+class CoreRunner:
+    """An int8 core (``model_int8.tflite`` / ``model_int8.onnx``) inside the float serving graph:
+    the same inputs and outputs as the other runners."""
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        from centernet_core.inference.serving import build_detector
+        from centernet_core.inference.trained import TrainedModel
+        export_dir = storage.dirname(path)
+        cfg, categories = load_config(export_dir), load_categories(export_dir)
+        if path.endswith(".onnx"):
+            self.core = OnnxRunner(path, num_threads)
+            run, keys = self.core.__call__, tuple(self.core.names)
+        else:
+            self.core = TFLiteRunner(path, num_threads)
+            run = lambda x: self.core.runner(**{INPUT_NAME: x})  # noqa: E731
+            keys = tuple(self.core.runner.get_output_details())
+        core = _CoreModel(run, keys)
+        self.detector = build_detector(TrainedModel(core, cfg, categories, path))
+
+    def __call__(self, images) -> dict:
+        import tensorflow as tf
+        return {k: v.numpy() for k, v in self.detector.image_tensor(tf.constant(images, tf.uint8)).items()}
+
+
+def load_config(export_dir: str, overrides=()):
+    """The run config saved with the export (``config.yaml``), with ``overrides`` applied."""
+    from centernet_core import config as config_lib
+    path = storage.join(export_dir, CONFIG_FILE)
+    if not storage.exists(path):
+        raise ConfigError(f"{path} not found: the export predates config.yaml; export the checkpoint again")
+    return config_lib.from_yaml_text(storage.read_text(path), path, list(overrides))
+
+
+def load_categories(export_dir: str) -> list[dict]:
+    """The export's category table ``[{"index", "id", "name"}]`` (``categories.json``)."""
+    import json
+    for path in (storage.join(export_dir, CATEGORIES_FILE),
+                 storage.join(export_dir, "assets", CATEGORIES_FILE)):
+        if storage.exists(path):
+            return sorted(json.loads(storage.read_text(path)), key=lambda c: int(c["index"]))
+    raise ConfigError(f"no {CATEGORIES_FILE} in {export_dir}: not an export of `centernet export`")
+
+
+FORMAT_FILES = {"saved_model": (SAVED_MODEL_DIR, SavedModelRunner), "tflite": (TFLITE_FILE, TFLiteRunner),
+                "tflite_float16": (TFLITE_FP16_FILE, TFLiteRunner), "onnx": (ONNX_FILE, OnnxRunner),
+                "tflite_int8": (TFLITE_INT8_FILE, CoreRunner), "onnx_int8": (ONNX_INT8_FILE, CoreRunner)}
+
+
+def locate(path: str) -> tuple[str, str]:
+    """(export directory, format) of an export directory (its SavedModel), a SavedModel
+    directory, or one of the export's files (``model.tflite``, ``model_int8.onnx``, ...)."""
+    path = path.rstrip("/")
+    base = storage.basename(path)
+    for fmt, (name, _) in FORMAT_FILES.items():
+        if base == name and (fmt != "saved_model" or storage.exists(storage.join(path, "saved_model.pb"))):
+            return storage.dirname(path), fmt
+    if storage.exists(storage.join(path, SAVED_MODEL_DIR, "saved_model.pb")):
+        return path, "saved_model"
+    if path.endswith((".tflite", ".onnx")) and storage.exists(path):
+        raise ConfigError(f"{path}: not a file written by `centernet export` (expected one of "
+                          f"{', '.join(n for n, _ in FORMAT_FILES.values() if '.' in n)} beside categories.json)")
+    raise ConfigError(f"--model {path}: not an export (a directory of `centernet export`, its saved_model/, "
+                      "or one of its .tflite / .onnx files)")
+
+
 def open_runner(export_dir: str, fmt: str = "saved_model", **kwargs):
-    """The runner of format ``fmt`` ("saved_model", "tflite", "tflite_float16", "onnx") in ``export_dir``."""
-    files = {"saved_model": (SAVED_MODEL_DIR, SavedModelRunner), "tflite": (TFLITE_FILE, TFLiteRunner),
-             "tflite_float16": (TFLITE_FP16_FILE, TFLiteRunner), "onnx": (ONNX_FILE, OnnxRunner)}
+    """The runner of format ``fmt`` (a key of ``FORMAT_FILES``) in ``export_dir``."""
+    files = FORMAT_FILES
     if fmt not in files:
         raise ConfigError(f"unknown export format '{fmt}'; valid: {', '.join(files)}")
     name, cls = files[fmt]
