@@ -126,3 +126,12 @@ def test_config_is_frozen():
     cfg = C.resolve("shapes-tiny")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.model.num_classes = 4  # type: ignore[misc]
+
+
+def test_loss_defaults_are_the_reference_values():
+    """CenterNet / Model Garden: focal alpha 2, beta 4; size weight 0.1, offset weight 1."""
+    train = C.TrainConfig()
+    assert (train.focal_alpha, train.focal_beta, train.size_weight, train.offset_weight) == (2.0, 4.0, 0.1, 1.0)
+    for name in PRESETS:  # no preset drifts from them either
+        t = C.resolve(name).train
+        assert (t.focal_alpha, t.focal_beta, t.size_weight, t.offset_weight) == (2.0, 4.0, 0.1, 1.0), name

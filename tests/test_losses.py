@@ -139,3 +139,26 @@ def test_loss_is_the_same_on_one_and_two_replicas():
     assert result["n"] == [5.0, 5.0]  # each replica normalises by the global count
     for key, value in result["single"].items():
         np.testing.assert_allclose(result["summed"][key], value, rtol=1e-5)
+
+
+def test_task_loss_uses_the_configured_loss_parameters():
+    """train.focal_alpha / focal_beta / size_weight / offset_weight reach the loss through
+    DetectionTask.from_config, each to its own argument; the defaults are CenterNet's."""
+    from centernet_core import config as config_lib
+    from centernet_core.tasks import build_task
+    outputs, targets = _batch()
+    n = float(targets["mask"].sum())
+    default = build_task(config_lib.resolve("shapes-tiny")).loss(outputs, targets, n)
+    reference = centernet_loss(outputs, targets, n, 2.0, 4.0, 0.1, 1.0)
+    for key in ("total", "heatmap", "size", "offset"):
+        np.testing.assert_allclose(float(default[key]), float(reference[key]), rtol=1e-6)
+    values = {"focal_alpha": 3.0, "focal_beta": 2.0, "size_weight": 0.5, "offset_weight": 2.5}
+    cfg = config_lib.resolve("shapes-tiny", overrides=[f"train.{k}={v}" for k, v in values.items()])
+    configured = build_task(cfg).loss(outputs, targets, n)
+    expected = centernet_loss(outputs, targets, n, 3.0, 2.0, 0.5, 2.5)
+    for key in ("total", "heatmap", "size", "offset"):
+        np.testing.assert_allclose(float(configured[key]), float(expected[key]), rtol=1e-6)
+    assert abs(float(configured["total"]) - float(default["total"])) > 1e-3
+    for key, value in values.items():  # each one alone moves the total
+        one = build_task(config_lib.resolve("shapes-tiny", overrides=[f"train.{key}={value}"])).loss(outputs, targets, n)
+        assert abs(float(one["total"]) - float(default["total"])) > 1e-3, key
