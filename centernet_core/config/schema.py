@@ -28,6 +28,9 @@ class ModelConfig:
     bn_momentum: float = 0.9  # Keras convention (PyTorch's 0.1)
     bn_epsilon: float = 1e-5
     backbone_weights: str = ""  # local ImageNet weights file; never downloaded
+    # task keypoints: J, and joint j's mirror image; "auto" / () take them from the training data
+    num_keypoints: int | str = AUTO
+    keypoint_flip: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class TrainConfig:
     focal_beta: float = 4.0
     size_weight: float = 0.1
     offset_weight: float = 1.0
+    joint_weight: float = 1.0  # task keypoints: the original's hp_weight, hm_hp_weight, off_weight
+    keypoint_heatmap_weight: float = 1.0
+    keypoint_offset_weight: float = 1.0
     checkpoint_every: int = 1000
     keep_checkpoints: int = 5
     log_every: int = 100
@@ -86,6 +92,8 @@ class EvalConfig:
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
     per_class: bool = False
+    keypoint_threshold: float = 0.1  # task keypoints: heatmap peaks above this snap the regressed joints
+    keypoint_sigmas: tuple[float, ...] = ()  # OKS sigma per keypoint; () from the data (COCO's 17 for COCO)
     precision: str = "float32"  # checkpoints on CPU: auto (bfloat16 where native), float32, bfloat16
 
 
