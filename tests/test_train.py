@@ -259,3 +259,90 @@ def test_mixed_precision_runs_and_restores_the_policy(shapes_dataset, tmp_path, 
     assert keras.mixed_precision.global_policy().name == "float32"
     names = [n for n, _ in tf.train.list_variables(tf.train.latest_checkpoint(str(tmp_path / "run")))]
     assert any("dynamic_scale" in n for n in names) == (precision == "mixed_float16")
+
+
+def _gradient_poisoned(monkeypatch, shapes_dataset, cfg, at_step=4):
+    """A dataset_fn whose ``at_step``-th batch (0-based) gives a finite loss and a NaN gradient.
+
+    The loss gains ``sqrt(s) - sqrt(s)`` with ``s = sum(w^2) * (1 - poison)``: its value is 0 on
+    every step, but where ``poison`` is 1, ``s`` is 0 and the gradient of ``sqrt`` at 0 is
+    infinite, so every weight of the first layer gets ``inf - inf = NaN``.
+    """
+    from centernet_core.data.pipeline import build_dataset
+    from centernet_core.tasks import build_task as real_build_task
+    from centernet_core.training import loop as loop_lib
+
+    class PoisonedGradient:
+        def __init__(self, task):
+            self._task, self.model = task, None
+
+        def __getattr__(self, name):
+            return getattr(self._task, name)
+
+        def loss(self, outputs, targets, num_objects):
+            losses = dict(self._task.loss(outputs, targets, num_objects))
+            w = self.model.trainable_variables[0]
+            s = tf.reduce_sum(tf.cast(w, tf.float32) ** 2) * (1.0 - tf.reduce_max(targets["poison"]))
+            losses["total"] = losses["total"] + (tf.sqrt(s) - tf.sqrt(s))
+            return losses
+
+    task = {}
+
+    def build_task(c):
+        task["t"] = PoisonedGradient(real_build_task(c))
+        return task["t"]
+
+    real_make_loop = loop_lib.make_train_loop
+
+    def make_train_loop(strategy, model, optimizer, t, *args, **kwargs):
+        t.model = model
+        return real_make_loop(strategy, model, optimizer, t, *args, **kwargs)
+
+    monkeypatch.setattr(loop_lib, "build_task", build_task)
+    monkeypatch.setattr(loop_lib, "make_train_loop", make_train_loop)
+
+    def dataset_fn(ctx):
+        ds = build_dataset(_train_pattern(shapes_dataset), cfg, True, batch_size=4, input_context=ctx)
+
+        def plant(i, batch):
+            features, targets = batch
+            poison = tf.fill([tf.shape(targets["mask"])[0]], tf.cast(i == at_step, tf.float32))
+            return features, dict(targets, poison=poison)
+        return ds.enumerate().map(plant)
+    return dataset_fn
+
+
+def test_nan_gradient_with_a_finite_loss_stops(shapes_dataset, tmp_path, monkeypatch):
+    cfg = tiny_cfg("train.steps=8")
+    run = str(tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"NaN or Inf at step 5; .*last good checkpoint: .*ckpt-4\)"):
+        train(cfg, run, dataset_fn=_gradient_poisoned(monkeypatch, shapes_dataset, cfg), show_progress=False)
+    assert _checkpoint_steps(run) == [2, 4]
+
+
+def test_float16_loss_scaling_skips_an_overflowing_step_and_stops_on_a_nan_loss(shapes_dataset, tmp_path,
+                                                                                 monkeypatch):
+    cfg = tiny_cfg("train.steps=8", "runtime.precision=mixed_float16")
+    run = str(tmp_path / "run")
+    result = train(cfg, run, dataset_fn=_gradient_poisoned(monkeypatch, shapes_dataset, cfg), show_progress=False)
+    assert result.step == 8 and np.isfinite(result.losses["total"])
+    for w in result.model.weights:
+        assert np.all(np.isfinite(np.asarray(w, np.float32))), w.path
+    ckpt = tf.train.latest_checkpoint(run)
+    scale = [n for n, _ in tf.train.list_variables(ckpt) if "dynamic_scale" in n]
+    # skipped, not applied: the scale halves on each skipped step (fp16 may overflow on its own too)
+    assert len(scale) == 1 and float(tf.train.load_variable(ckpt, scale[0])) <= 2.0 ** 14
+
+    from centernet_core.data.pipeline import build_dataset
+
+    def nan_loss(ctx):
+        ds = build_dataset(_train_pattern(shapes_dataset), cfg, True, batch_size=4, input_context=ctx)
+
+        def plant(i, batch):
+            features, targets = batch
+            colour = features["colour_transform"]
+            return dict(features, colour_transform=tf.where(i == 4, colour * np.nan, colour)), targets
+        return ds.enumerate().map(plant)
+    monkeypatch.undo()
+    with pytest.raises(TrainingDiverged, match=r"loss is NaN or Inf at step 5"):
+        train(cfg, str(tmp_path / "nan"), dataset_fn=nan_loss, show_progress=False)

@@ -3,12 +3,14 @@
 Each case runs in fresh interpreters: logical CPU devices and multi-worker clusters must be
 set up before TensorFlow initialises. Loopback ports only; every wait is bounded.
 """
+import glob
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -90,7 +92,7 @@ result = train(config_lib.override(cfg, [f"data.train={sys.argv[2]}"]), sys.argv
 digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in result.model.weights)).hexdigest()
 trainable = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in result.model.trainable_weights)).hexdigest()
 print("RESULT " + json.dumps({"step": result.step, "loss": result.losses["total"], "digest": digest,
-                              "trainable": trainable}))
+                              "trainable": trainable, "status": result.status, "start_step": result.start_step}))
 """
 
 
@@ -182,30 +184,111 @@ def test_two_workers_end_with_identical_weights(shapes_dataset, tmp_path):
     assert os.path.exists(os.path.join(run, "ckpt-4.index")) and os.path.exists(os.path.join(run, "config.yaml"))
 
 
+class _Lines:
+    """Collects a process's stdout lines on a thread, so a test can wait for one without blocking."""
+
+    def __init__(self, proc):
+        self.lines, self.proc = [], proc
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, text, timeout=180):
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.proc.stderr.read()[-3000:]
+            time.sleep(0.1)
+
+    def text(self):
+        self._thread.join(timeout=60)
+        return "".join(self.lines)
+
+
 def test_sigterm_saves_and_the_same_command_resumes(shapes_dataset, tmp_path):
+    # checkpoint_every far beyond the stop: the only checkpoint is the one the signal path saves
     run = str(tmp_path / "run")
-    sets = [x for item in TINY + ["train.steps=600", "runtime.steps_per_loop=5", "train.checkpoint_every=5",
-                                  "train.log_every=50"] for x in ("--set", item)]
+    sets = [x for item in TINY + ["train.steps=600", "runtime.steps_per_loop=5", "train.checkpoint_every=10000",
+                                  "train.log_every=5"] for x in ("--set", item)]
     command = [sys.executable] + _cli("train", "-e", "shapes-tiny", "-p", "cpu", "-m", run, "--no-progress",
                    "--data", os.path.join(shapes_dataset, "train-*.tfrecord"), *sets)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = _Lines(proc)
     try:
-        deadline = time.monotonic() + 180
-        while not os.path.exists(os.path.join(run, "ckpt-5.index")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
-            time.sleep(0.2)
+        lines.wait_for("step 10/600")
+        assert not glob.glob(os.path.join(run, "ckpt-*.index"))
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        out = lines.text()
+        err = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
     stopped = int(out.split("stopped by SIGTERM at step ")[1].split(";")[0])
-    assert 5 <= stopped < 600
-    assert os.path.exists(os.path.join(run, f"ckpt-{stopped}.index"))
+    assert 10 <= stopped < 600
+    assert [os.path.basename(p) for p in glob.glob(os.path.join(run, "ckpt-*.index"))] == [f"ckpt-{stopped}.index"]
+    saved = tf_load_step(os.path.join(run, f"ckpt-{stopped}"))
+    assert saved == stopped
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from step {stopped} (" in again.stdout
     assert "finished at step 600" in again.stdout
+
+
+def tf_load_step(prefix):
+    """The ``step`` variable stored in checkpoint ``prefix``, read in a fresh interpreter."""
+    code = "import sys, tensorflow as tf; print(int(tf.train.load_variable(sys.argv[1], 'step/.ATTRIBUTES/VARIABLE_VALUE')))"
+    proc = _python(["-c", code, prefix], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return int(proc.stdout.split()[-1])
+
+
+def test_sigterm_to_one_worker_stops_both_at_one_step(shapes_dataset, tmp_path):
+    pattern = os.path.join(shapes_dataset, "train-*.tfrecord")
+    run = str(tmp_path / "run")
+    long = TINY + ["train.steps=400", "runtime.steps_per_loop=2", "train.checkpoint_every=10000",
+                   "train.log_every=2"]
+
+    def start(overrides):
+        hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+        procs = []
+        for index in range(2):
+            tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", WORKER, run, pattern, *overrides], stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}))
+        return procs
+
+    def finish(procs, lines=None):
+        results = []
+        try:
+            for i, p in enumerate(procs):
+                p.wait(timeout=300)
+                out = lines[i].text() if lines else p.stdout.read()
+                results.append(_result(subprocess.CompletedProcess(p.args, p.returncode, out, p.stderr.read())))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        return results
+
+    procs = start(long)
+    lines = [_Lines(p) for p in procs]
+    try:
+        lines[0].wait_for("step 4/400")  # the chief's log: both are training
+    except BaseException:
+        for p in procs:
+            p.kill()
+        raise
+    procs[1].send_signal(signal.SIGTERM)  # the other worker only
+    first = finish(procs, lines)
+    stopped = first[0]["step"]
+    assert [r["step"] for r in first] == [stopped, stopped] and 4 <= stopped < 400
+    assert [r["status"] for r in first] == ["interrupted", "interrupted"]
+    assert first[0]["digest"] == first[1]["digest"]
+    assert [os.path.basename(p) for p in glob.glob(os.path.join(run, "ckpt-*.index"))] == [f"ckpt-{stopped}.index"]
+
+    again = finish(start(TINY + [f"train.steps={stopped + 2}", "train.checkpoint_every=10000"]))
+    assert [(r["start_step"], r["step"], r["status"]) for r in again] == [(stopped, stopped + 2, "finished")] * 2

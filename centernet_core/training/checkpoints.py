@@ -14,7 +14,7 @@ import tempfile
 
 import tensorflow as tf
 
-from centernet_core import run_dir
+from centernet_core import run_dir, storage
 from centernet_core.errors import ConfigError, DataError
 from centernet_core.modeling.model import model_trackables
 
@@ -48,8 +48,15 @@ class RunState:
                                                     checkpoint_name=run_dir.CHECKPOINT_NAME)
 
     def restore_latest(self) -> int | None:
-        """Restore the newest checkpoint of ``model_dir``; its step, or None when there is none."""
+        """Restore the newest checkpoint of ``model_dir``; its step, or None when there is none.
+
+        The newest *complete* checkpoint is the one the ``checkpoint`` state file names (it is
+        updated after the files are written). On the chief, what a killed save left behind
+        (``ckpt-N_temp`` staging, ``ckpt-N`` files newer than that) is deleted first.
+        """
         path = tf.train.latest_checkpoint(self.model_dir)
+        if self.chief:
+            remove_partial_checkpoints(self.model_dir, path)
         if path is None:
             return None
         try:
@@ -83,6 +90,25 @@ class RunState:
     def close(self) -> None:
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def remove_partial_checkpoints(model_dir: str, latest: str | None) -> list[str]:
+    """Delete the leftovers of a save that was killed; return the deleted paths.
+
+    ``latest``: the newest complete checkpoint (``tf.train.latest_checkpoint``). Leftovers are
+    ``ckpt-N_temp*`` staging directories and ``ckpt-N.*`` files with N above ``latest``'s
+    number: files the state file never recorded, which a resumed run would write again.
+    """
+    newest = int(latest.rsplit("-", 1)[1]) if latest else -1
+    prefix = storage.join(model_dir, run_dir.CHECKPOINT_NAME + "-")
+    removed = []
+    for path in storage.glob(prefix + "*"):
+        number = path[len(prefix):].split(".", 1)[0].split("_", 1)[0]
+        partial = "_temp" in path[len(prefix):] or (number.isdigit() and int(number) > newest)
+        if partial:
+            (storage.remove_tree if storage.isdir(path) else storage.remove)(path)
+            removed.append(path)
+    return removed
 
 
 def check_resumable(cfg, model_dir: str, metadata: dict | None = None) -> None:

@@ -160,6 +160,21 @@ def make_train_loop(strategy, model, optimizer, task: Task, matmul_kernel_gradie
     return loop
 
 
+def make_stop_vote(strategy):
+    """``vote(flag) -> bool``: True when any worker's ``flag`` (int32: 1 = a signal arrived) is set.
+
+    A signal reaches one worker; the others would carry on into a collective it never joins.
+    Every worker calls the vote once before each loop call, so all stop at the same step and
+    take part in one checkpoint.
+    """
+    @tf.function
+    def vote(flag):
+        per_replica = strategy.run(lambda: tf.identity(flag))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0
+
+    return vote
+
+
 class _StopOnSignal:
     """Record SIGTERM / SIGINT instead of dying; a second SIGINT interrupts at once."""
 
@@ -260,6 +275,7 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
     task = build_task(cfg)
     loop = make_train_loop(strategy, model, optimizer, task)
+    stop_vote = make_stop_vote(strategy)
     t, total = cfg.train, cfg.train.steps
     result = TrainResult(step=step, status="finished", start_step=step, losses={}, init=how, model=model)
     window = _new_window(task.loss_keys)
@@ -275,7 +291,11 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
                 rep.print(f"resumed from step {start} ({tf.train.latest_checkpoint(model_dir)})")
             elif how:
                 rep.print(f"initialised the {how} from {init_checkpoint}")
-            while step < total and not stop.received:
+            stopped = False
+            while step < total:
+                stopped = bool(stop_vote(tf.constant(int(stop.received is not None))))
+                if stopped:
+                    break
                 began = time.perf_counter()
                 done, sums, finite = loop(iterator, tf.constant(_next_boundary(step, cfg) - step))
                 done = int(done)
@@ -306,10 +326,10 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
                 if t.eval_every and (step % t.eval_every == 0 or step == total):
                     minutes = (time.perf_counter() - run_start) / 60.0
                     result.eval = _eval(model, cfg, meta, state, rep, step, minutes, chief, model_dir)
-            if stop.received:
+            if stopped:  # every worker, at the same step: the save is a collective
                 state.save(step)
-                result.status, result.signal = "interrupted", stop.received
-                rep.print(f"{stop.received} at step {step}: checkpoint saved; run the same command again to resume")
+                result.status, result.signal = "interrupted", stop.received or "SIGTERM (another worker)"
+                rep.print(f"{result.signal} at step {step}: checkpoint saved; run the same command again to resume")
     finally:
         state.close()
     result.step = step
