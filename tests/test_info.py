@@ -31,10 +31,11 @@ def test_info_tiny_text_and_json():
     r = run_cli("info", "--experiment", "shapes-tiny", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)
-    assert report["params_total"] == report["params_trainable"] + report["params_non_trainable"]
+    assert (report["params_total"], report["params_trainable"], report["params_non_trainable"]) == (
+        902_327, 899_479, 2_848)
     assert report["outputs"] == {"stack0/heatmap": [1, 32, 32, 3], "stack0/size": [1, 32, 32, 2],
                                  "stack0/offset": [1, 32, 32, 2]}
-    assert 5e7 < report["flops"] < 5e8
+    assert report["flops"] == pytest.approx(130_613_248, rel=0.01)
     r = run_cli("info", "--experiment", "shapes-tiny", "--set", "model.input_size=64")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "stack0/heatmap" in r.stdout and "[1, 16, 16, 3]" in r.stdout and "FLOPs per image" in r.stdout
@@ -49,4 +50,29 @@ def test_info_hourglass104_matches_reference_count():
     report = json.loads(r.stdout)
     assert (report["params_total"], report["params_trainable"]) == (191_406_652, 191_289_148)
     assert len(report["outputs"]) == 6 and report["outputs"]["stack1/heatmap"] == [1, 128, 128, 90]
-    assert 5.0e11 < report["flops"] < 6.5e11
+    assert report["flops"] == pytest.approx(585.6e9, rel=0.01)  # 80 classes: 585.4 (README)
+
+
+# The README's backbone table: (experiment, overrides, parameters, GFLOPs at 512 px) with 80 classes.
+README_TABLE = {
+    "hourglass104": ("hourglass104-coco", [], 191_401_512, 585.4),
+    "hourglass52": ("hourglass104-coco", ["model.backbone=hourglass52"], 95_513_300, 287.5),
+    "resnet18": ("resnet18-coco", [], 14_230_484, 26.2),
+    "resnet50": ("resnet50-coco", [], 30_171_028, 49.3),
+    "dla34": ("dla34-coco", [], 18_648_388, 50.0),
+    "mobilenetv2": ("mobilenetv2-coco", [], 3_077_460, 15.9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(README_TABLE))
+def test_readme_backbone_table(name):
+    """Each row of the README's table: the exact parameter count, FLOPs within 1 %, at 512 px."""
+    from centernet_core import config as config_lib
+    from centernet_core.modeling.model import build_model
+    from centernet_core.modeling.summary import describe_model
+    experiment, overrides, params, gflops = README_TABLE[name]
+    cfg = config_lib.resolve(experiment, overrides=["model.num_classes=80", *overrides])
+    assert (cfg.model.backbone, cfg.model.input_size) == (name, 512)
+    report = describe_model(build_model(cfg), 512)
+    assert report["params_total"] == params
+    assert report["flops"] == pytest.approx(gflops * 1e9, rel=0.01)
