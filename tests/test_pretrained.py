@@ -99,3 +99,108 @@ def test_imagenet_resolves_through_keras_cache_and_names_what_has_none(tmp_path,
     monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match="not found .*nothing is downloaded"):
         build_backbone("resnet50", weights="imagenet")
+
+
+# ---------------------------------------------------------------- centernet import --from torchvision
+
+def _torchvision_resnet18(seed=0):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from torch_reference.large_hourglass import randomize
+    from torch_reference.torchvision_resnet import resnet18
+    return randomize(resnet18(), seed=seed)
+
+
+def _trunk(model):
+    """The ResNet-18 trunk's stride-32 output ``[B, S / 32, S / 32, 512]`` of a built model or backbone."""
+    backbone = getattr(model, "backbone", model)
+    return keras.Model(backbone.input, backbone.get_layer("stage4_1_relu").output)
+
+
+def _assert_trunk_matches(trunk, net, size=96, seed=1):
+    """Same picture: ours on normalised B, G, R; torchvision on R, G, B rescaled to ImageNet's std."""
+    from centernet_core.importers.torchvision_pth import IMAGENET_STD_RGB
+    from centernet_core.pixels import STD_BGR
+    x = np.random.default_rng(seed).standard_normal((1, size, size, 3)).astype(np.float32)  # [B, S, S, 3] B, G, R
+    ours = trunk(x, training=False).numpy()
+    rgb = x[..., ::-1] * (np.asarray(STD_BGR[::-1]) / np.asarray(IMAGENET_STD_RGB)).astype(np.float32)
+    with torch.no_grad():
+        theirs = net.features(torch.from_numpy(np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)))).numpy()
+    theirs = theirs.transpose(0, 2, 3, 1)  # NCHW -> NHWC
+    assert ours.shape == theirs.shape == (1, size // 32, size // 32, 512)
+    assert theirs.std() > 0.1
+    diff = float(np.abs(ours - theirs).max())
+    assert diff <= TOLERANCE, f"max abs diff {diff}"
+
+
+def test_resnet18_plan_places_every_torchvision_key_once():
+    from centernet_core.importers.torchvision_pth import resnet18_plan
+    if torch is None:
+        pytest.skip("torch builds the key list")
+    keys = [k for e in resnet18_plan() for k in e.keys()]
+    torch_keys = {k for k in _torchvision_resnet18().state_dict() if not k.endswith("num_batches_tracked")}
+    assert len(keys) == len(set(keys)) == 100 and set(keys) == torch_keys - {"fc.weight", "fc.bias"}
+    by_layer = {e.layer: e for e in resnet18_plan()}
+    assert by_layer["stage3_0_skip"].conv == "layer3.0.downsample.0" and by_layer["stage3_0_skip"].bn == \
+        "layer3.0.downsample.1"
+    assert by_layer["stage2_1_conv2"].bn == "layer2.1.bn2" and "stage1_0_skip" not in by_layer
+
+
+@needs_torch
+def test_torchvision_resnet18_import_gives_pytorch_features(tmp_path):
+    from centernet_core import config as config_lib
+    from centernet_core.importers import torchvision_pth as tv
+    from centernet_core.modeling.model import build_model
+    from centernet_core.training import checkpoints
+    net = _torchvision_resnet18()
+    path, out = str(tmp_path / "resnet18-f37072fd.pth"), str(tmp_path / "run")
+    torch.save(net.state_dict(), path)
+    cfg = config_lib.resolve("resnet18-custom", overrides=["model.input_size=96"])
+    summary = tv.import_torchvision_pth(path, out, cfg)
+    assert (summary["tensors"], summary["ignored"], summary["backbone_only"]) == (100, 2, True)
+    assert summary["parameters"] == sum(v.numel() for k, v in net.state_dict().items()
+                                        if not k.startswith("fc.") and "num_batches" not in k)
+    # What `centernet train -e resnet18-custom --init-checkpoint RUN` does with it (3 classes from the data):
+    cfg3 = config_lib.override(cfg, ["model.num_classes=3"])
+    model = build_model(cfg3)
+    assert checkpoints.init_from_checkpoint(model, cfg3, out, build_model) == "backbone"
+    _assert_trunk_matches(_trunk(model), net)
+    assert model.heads[-1]["heatmap"].weights[-1].shape == (3,)
+    with pytest.raises(ConfigError, match="torchvision's ResNet-50 is v1.5"):
+        tv.import_torchvision_pth(path, str(tmp_path / "r50"), config_lib.resolve("resnet50-coco"))
+    assert not os.path.exists(tmp_path / "r50")
+
+
+@needs_torch
+def test_torchvision_import_is_all_or_nothing():
+    from centernet_core.importers import torchvision_pth as tv
+    from centernet_core.importers.hourglass_pth import state_dict_of
+    from centernet_core.importers.torch_pickle import CheckpointError
+    state = state_dict_of({k: v.numpy() for k, v in _torchvision_resnet18().state_dict().items()})
+    backbone = build_backbone("resnet18")
+    kernel = backbone.get_layer("stem_conv").conv.kernel
+    kernel.assign(np.full(kernel.shape, 7.0, np.float32))
+    broken = dict(state, **{"layer5.0.conv1.weight": np.zeros(3, np.float32)})
+    del broken["layer2.0.downsample.1.running_var"]
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): layer2.0.downsample.1.running_var; keys with "
+                                              r"no place in the trunk \(1\): layer5.0.conv1.weight"):
+        tv.assign_resnet18(backbone, broken)
+    with pytest.raises(CheckpointError, match=r"shape mismatches \(\d+\): .*model.width=1.0"):
+        tv.assign_resnet18(build_backbone("resnet18", width=0.5), state)
+    assert float(np.min(kernel.numpy())) == float(np.max(kernel.numpy())) == 7.0  # nothing was assigned
+
+
+@needs_torch
+def test_cli_imports_torchvision_resnet18(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_import import run_cli
+    path, out = str(tmp_path / "resnet18.pth"), str(tmp_path / "run")
+    torch.save(_torchvision_resnet18(seed=2).state_dict(), path, _use_new_zipfile_serialization=False)
+    r = run_cli("import", path, "--from", "torchvision", "--output", out, "--categories", "x")
+    assert r.returncode == 2 and "--categories belongs to --from centernet-pth" in r.stderr
+    r = run_cli("import", path, "--from", "torchvision", "--output", out)
+    assert r.returncode == 0, r.stderr
+    # torchvision resnet18: 11,689,512 parameters - fc 513,000 + 9,600 BN statistics
+    assert "imported 100 tensors, 11,186,112 values into the ResNet-18 trunk of resnet18-custom" in r.stdout
+    assert f"next: centernet train --experiment resnet18-custom --init-checkpoint {out}" in r.stdout
+    assert sorted(os.listdir(out)) == ["checkpoint", "ckpt-0.data-00000-of-00001", "ckpt-0.index", "config.yaml",
+                                       "import.json"]
