@@ -204,3 +204,80 @@ def test_cli_imports_torchvision_resnet18(tmp_path):
     assert f"next: centernet train --experiment resnet18-custom --init-checkpoint {out}" in r.stdout
     assert sorted(os.listdir(out)) == ["checkpoint", "ckpt-0.data-00000-of-00001", "ckpt-0.index", "config.yaml",
                                        "import.json"]
+
+
+# ---------------------------------------------------------------- fine-tuning on a new class set
+
+TINY = ["model.input_size=64", "runtime.global_batch_size=4", "train.scale_with_batch=false", "train.steps=2",
+        "train.warmup_steps=1", "runtime.steps_per_loop=2", "train.log_every=2", "train.checkpoint_every=2",
+        "data.shuffle_buffer=8"]
+
+
+def test_finetune_from_a_3_class_run_into_5_classes_keeps_the_backbone(shapes_dataset, tmp_path, monkeypatch):
+    from centernet_core import config as config_lib
+    from centernet_core.data.pipeline import build_dataset
+    from centernet_core.training import checkpoints, loop
+    pattern = os.path.join(shapes_dataset, "train-*.tfrecord")
+    cfg3 = config_lib.resolve("shapes-tiny", profile="cpu", overrides=TINY + [f"data.train={pattern}"])
+    source = loop.train(cfg3, str(tmp_path / "three"), show_progress=False)
+    cfg5 = config_lib.resolve("shapes-tiny", profile="cpu", overrides=TINY + ["model.num_classes=5"])
+
+    def five_class_batches(ctx):  # the same pictures, as a dataset with 5 classes
+        return build_dataset(pattern, cfg5, True, batch_size=ctx.get_per_replica_batch_size(4), input_context=ctx)
+    started = {}
+    real_init = checkpoints.init_from_checkpoint
+
+    def init_and_look(model, cfg, path, build_model):  # the model as training starts from it
+        how = real_init(model, cfg, path, build_model)
+        started.update(backbone=[w.numpy() for w in model.backbone.weights],
+                       heatmap=[w.numpy() for w in model.heads[-1]["heatmap"].weights])
+        return how
+    monkeypatch.setattr(checkpoints, "init_from_checkpoint", init_and_look)
+    run = loop.train(cfg5, str(tmp_path / "five"), init_checkpoint=str(tmp_path / "three"),
+                     dataset_fn=five_class_batches, show_progress=False)
+    assert run.init == "backbone" and run.step == 2
+    for got, want in zip(started["backbone"], source.model.backbone.weights, strict=True):
+        np.testing.assert_array_equal(got, want.numpy(), err_msg=want.path)  # every backbone weight, BN statistics too
+    old_head = [w.numpy() for w in source.model.heads[-1]["heatmap"].weights]
+    assert [w.shape[-1] for w in started["heatmap"]][-2:] == [5, 5] and [w.shape[-1] for w in old_head][-2:] == [3, 3]
+    assert started["heatmap"][0].shape == old_head[0].shape and not np.allclose(started["heatmap"][0], old_head[0])
+
+
+# ---------------------------------------------------------------- AP 0 for several evaluations
+
+class _Reporter:
+    def __init__(self):
+        self.lines = []
+
+    def log_eval(self, *args, **kwargs):
+        pass
+
+    def print(self, text):
+        self.lines.append(text)
+
+
+class _State:
+    def save_best(self, step, metrics):
+        return False
+
+
+def test_validation_ap_stuck_at_zero_warns_with_likely_causes(tmp_path, monkeypatch):
+    from centernet_core import config as config_lib
+    from centernet_core.training import loop
+    aps = iter([0.0, 0.0, 0.2, 0.0, 0.0, 0.0, 0.0])
+    monkeypatch.setattr(loop, "evaluate_during_training", lambda *args: ({"AP": next(aps), "AP50": 0.0}, None))
+    cfg = config_lib.resolve("shapes-tiny", overrides=["data.val=data/pets/val-*.tfrecord"])
+    rep, warnings_after = _Reporter(), []
+    for step in range(1, 8):
+        if step == 5:  # a resumed run: the streak is read from eval.jsonl, not kept in memory
+            rep = _Reporter()
+        loop._eval(None, cfg, {}, _State(), rep, step * 10, 0.0, True, str(tmp_path))
+        warnings_after.append(len(rep.lines))
+    assert warnings_after == [0, 0, 0, 0, 0, 1, 2]  # from the third AP 0 in a row (an AP > 0 restarts the count)
+    line = rep.lines[-1]
+    assert line.startswith("warning: validation AP has been 0 for the last 3 evaluations (step 70)")
+    for cause in ("train.steps", "train.learning_rate", "one output cell at model.input_size=128",
+                  "centernet prepare check TRAIN_PREFIX --input-size 128", "data.val (data/pets/val-*.tfrecord)",
+                  "class ids"):
+        assert cause in line
+    assert "\n" not in line

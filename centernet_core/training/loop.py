@@ -336,8 +336,15 @@ def _run(cfg, model_dir, meta, strategy, init_checkpoint, dataset_fn, show_progr
     return result
 
 
+ZERO_AP_EVALS = 3  # evaluations in a row at AP 0 before the run says what is likely wrong
+
+
 def _eval(model, cfg, meta, state, rep, step, minutes, chief, model_dir) -> dict | None:
-    """COCO evaluation on ``data.val``; best checkpoint, TensorBoard and ``eval.jsonl`` (chief only)."""
+    """COCO evaluation on ``data.val``; best checkpoint, TensorBoard and ``eval.jsonl`` (chief only).
+
+    When the last ``ZERO_AP_EVALS`` evaluations in ``eval.jsonl`` (resumed runs included) all
+    have AP 0, prints one warning line naming the likely causes.
+    """
     if not chief:
         return None
     metrics, pictures = evaluate_during_training(model, cfg, cfg.data.val, meta)
@@ -346,4 +353,12 @@ def _eval(model, cfg, meta, state, rep, step, minutes, chief, model_dir) -> dict
     line = {"step": step, "minutes": round(minutes, 3), "best": improved,
             **{k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}}
     run_dir.append_eval_history(model_dir, line)
+    recent = [h.get("AP") for h in run_dir.read_eval_history(model_dir)[-ZERO_AP_EVALS:]]
+    if len(recent) == ZERO_AP_EVALS and all(ap == 0 for ap in recent):
+        size = cfg.model.input_size
+        rep.print(f"warning: validation AP has been 0 for the last {ZERO_AP_EVALS} evaluations (step {step}); "
+                  f"likely causes: too few steps or a learning rate that does not fit (train.steps, "
+                  f"train.learning_rate); objects smaller than one output cell at model.input_size={size} "
+                  f"(`centernet prepare check TRAIN_PREFIX --input-size {size}`); data.val ({cfg.data.val}) not "
+                  "prepared with the training set's classes, or class ids that do not match its boxes")
     return metrics
