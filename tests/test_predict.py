@@ -154,3 +154,23 @@ def test_eval_process_with_weight_cache_equals_in_process(models, shapes_dataset
     assert len(a) == len(b) == here["detections"] > 0
     np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-4)
     np.testing.assert_allclose([r["bbox"] for r in a], [r["bbox"] for r in b], atol=0.02)
+
+
+def test_predict_takes_an_onnx_file_and_a_bfloat16_checkpoint(models, photos, tmp_path):
+    import keras
+    from centernet_core.inference.predict import Predictor
+    run_dir, export_dir = models
+    onnx_dir = str(tmp_path / "onnx")
+    export_trained(load_trained(run_dir), onnx_dir, formats=("onnx",))
+    data = (photos / "colour.png").read_bytes()
+    saved = Predictor(export_dir)([data])[0]
+    onnx = Predictor(os.path.join(onnx_dir, "model.onnx"))([data])[0]
+    np.testing.assert_allclose(np.sort(onnx["scores"]), np.sort(saved["scores"]), atol=1e-3)
+    try:
+        bf16 = Predictor(run_dir, "bfloat16")
+        assert bf16.precision_note == "precision bfloat16 (asked)"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        scores = bf16([data])[0]["scores"]
+        assert abs(float(scores.max()) - float(saved["scores"].max())) < 0.05  # bf16 keeps ~3 digits
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -66,12 +66,31 @@ def check_output_dir(output_dir: str, paths: Sequence[str]) -> None:
                               "(predict never writes next to its inputs)")
 
 
-class Predictor:
-    """Loads a model from ``path`` and maps encoded image bytes to serving outputs (NumPy)."""
+def _one_by_one(runner, encoded: list[bytes]) -> dict:
+    """A uint8 runner (TFLite, ONNX: one size per call) over encoded images, one at a time."""
+    import tensorflow as tf
+    outs = [runner(tf.io.decode_image(data, channels=3, expand_animations=False).numpy()[None]) for data in encoded]
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
-    def __init__(self, path: str):
+
+class Predictor:
+    """Loads a model from ``path`` and maps encoded image bytes to serving outputs (NumPy).
+
+    ``path``: an export directory or SavedModel (its ``encoded_image`` signature), one of an
+    export's ``.tflite`` / ``.onnx`` files (``exported.locate``: int8 ones too), or a run
+    directory / checkpoint, built under ``precision`` (``inference.precision``: auto,
+    float32, bfloat16; exports run as written).
+    """
+
+    def __init__(self, path: str, precision: str = "float32"):
         sm_dir = storage.join(path, exported.SAVED_MODEL_DIR)
-        if storage.exists(storage.join(sm_dir, "saved_model.pb")) or storage.exists(storage.join(path, "saved_model.pb")):
+        self.precision_note = ""
+        if path.endswith((".tflite", ".onnx")):
+            export_dir, fmt = exported.locate(path)
+            runner = exported.open_runner(export_dir, fmt)
+            self.categories = exported.load_categories(export_dir)
+            self._encoded = lambda data: _one_by_one(runner, data)
+        elif storage.exists(storage.join(sm_dir, "saved_model.pb")) or storage.exists(storage.join(path, "saved_model.pb")):
             sm_dir = sm_dir if storage.exists(storage.join(sm_dir, "saved_model.pb")) else path
             self._runner = exported.SavedModelRunner(sm_dir)
             self._encoded = self._runner.encoded
@@ -80,7 +99,9 @@ class Predictor:
         else:
             import tensorflow as tf
             from centernet_core.inference.serving import build_detector
+            from centernet_core.inference import precision as precision_lib
             from centernet_core.inference.trained import load_trained
+            self.precision_note = precision_lib.apply(precision) if precision != "float32" else ""
             trained = load_trained(path)
             detector = build_detector(trained)
             self.categories = trained.categories
@@ -176,12 +197,13 @@ def _predict_one(predictor, data: bytes):
 
 def predict_images(inputs: Sequence[str], model: str | Predictor, output_dir: str, threshold: float = 0.3,
                    batch_size: int = 8, on_image: Callable[[str], None] | None = None,
-                   on_start: Callable[[int], None] | None = None) -> PredictSummary:
+                   on_start: Callable[[int], None] | None = None, precision: str = "float32") -> PredictSummary:
     """Detect objects in ``inputs`` with ``model`` and write pictures and json into ``output_dir``.
 
     Args:
       inputs: image files, globs or directories.
-      model: export dir, SavedModel dir, run dir / checkpoint, or a ``Predictor``.
+      model: export dir, SavedModel dir, .tflite / .onnx export file, run dir / checkpoint, or a ``Predictor``.
+      precision: for a checkpoint: auto, float32 or bfloat16 (``Predictor``).
       threshold: keep detections with score >= this.
       batch_size: images per model call.
       on_start(total), on_image(path): progress callbacks.
@@ -193,7 +215,7 @@ def predict_images(inputs: Sequence[str], model: str | Predictor, output_dir: st
         raise ConfigError("--threshold must be in [0, 1] and --batch-size at least 1")
     paths = collect_images(inputs)
     check_output_dir(output_dir, paths)
-    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, precision)
     storage.makedirs(output_dir)
     if on_start:
         on_start(len(paths))
