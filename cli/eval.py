@@ -47,6 +47,7 @@ def eval_(
     scales: Optional[str] = typer.Option(None, "--scales", help="Multi-scale test, e.g. 0.5,0.75,1,1.25,1.5 (default: eval.scales)."),
     output: Optional[str] = typer.Option(None, "--output", help="Write the COCO results json here."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print AP per category."),
+    allow_subset: bool = typer.Option(False, "--allow-subset", help="Evaluate even if some records cannot be read (AP then covers a subset)."),
     detections: Optional[str] = typer.Option(None, "--detections", help="Evaluate this COCO results json (needs --annotations; no model)."),
     report: Optional[str] = typer.Option(None, "--report", help="Write an evaluation report (per-class AP, PR / F1 curves, confusion, error galleries, index.html) into this directory."),
     model: Optional[str] = typer.Option(None, "--model", help="Evaluate an export instead: its directory, saved_model/, or a .tflite / .onnx file."),
@@ -81,7 +82,8 @@ def eval_(
         raise ConfigError("nothing to evaluate: pass --ckpt RUN_DIR or --model EXPORT "
                           "(or --detections FILE --annotations FILE)")
     flags = flag_overrides(**{"data.val": data, "eval.flip": flip, "eval.scales": scales,
-                              "eval.per_class": per_class or None, "eval.precision": precision})
+                              "eval.per_class": per_class or None, "eval.precision": precision,
+                              "eval.allow_subset": allow_subset or None})
     if precision:
         from centernet_core.inference import precision as precision_lib
         console.print(precision_lib.apply(precision), highlight=False)
@@ -93,6 +95,8 @@ def eval_(
             on_start=lambda n: bar.update(task, total=n or None), on_batch=lambda n: bar.advance(task, n))
     console.print(f"{metrics['images']} images, {metrics['detections']} detections, checkpoint {metrics['checkpoint']}",
                   highlight=False)
+    if metrics.get("images_expected", metrics["images"]) != metrics["images"]:
+        console.print(f"[yellow]warning: a subset: {metrics['images_expected']} images in the metadata[/]")
     if output:
         console.print(f"results: {output}", highlight=False)
     print_metrics(metrics)

@@ -92,6 +92,7 @@ class EvalConfig:
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
     per_class: bool = False
+    allow_subset: bool = False  # evaluate even when fewer images are read than the metadata lists
     keypoint_threshold: float = 0.1  # task keypoints: heatmap peaks above this snap the regressed joints
     keypoint_sigmas: tuple[float, ...] = ()  # OKS sigma per keypoint; () from the data (COCO's 17 for COCO)
     precision: str = "float32"  # checkpoints on CPU: auto (bfloat16 where native), float32, bfloat16

@@ -86,6 +86,7 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
             on_batch(len(source_id))
     if images == 0:
         raise DataError(f"no images could be read from {pattern!r}")
+    expected = check_complete(pattern, images, e.allow_subset)
     if report:
         from centernet_core.inference import report_sources
         pictures = report_sources.record_pictures(pattern)
@@ -94,7 +95,26 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
     if output:
         coco_eval.write_results(output, results)
     metrics = coco_eval.evaluate_results(annotations or gt.dataset(), results, per_class=e.per_class)
-    return {**metrics, "images": images, "detections": len(results)}
+    return {**metrics, "images": images, "images_expected": expected, "detections": len(results)}
+
+
+def check_complete(pattern: str, images: int, allow_subset: bool = False) -> int:
+    """The image count of ``pattern``'s metadata; DataError when ``images`` differs from it.
+
+    The pipeline skips records it cannot decode, so AP could come from a subset without
+    this check; ``allow_subset`` (``eval.allow_subset``, ``--allow-subset``) accepts one.
+    """
+    from centernet_core.data.metadata import load_metadata
+
+    try:
+        expected = int(load_metadata(pattern).get("images", images))
+    except DataError:  # records without metadata (written by other tools): nothing to compare with
+        return images
+    if images != expected and not allow_subset:
+        raise DataError(f"evaluated {images} of the {expected} images that the metadata of {pattern!r} lists "
+                        f"(undecodable records are skipped, or the pattern matches only some shards); AP on a "
+                        "subset is not comparable: fix the data, or pass --allow-subset (eval.allow_subset=true)")
+    return expected
 
 
 def evaluate_checkpoint(path: str, *, annotations: str | None = None, output: str | None = None,
