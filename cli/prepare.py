@@ -197,10 +197,12 @@ def shapes(
     seed: int = typer.Option(0, "--seed", help="Same seed, same dataset."),
     workers: int = typer.Option(1, "--workers", help="Conversion processes."),
     shards: int = typer.Option(0, "--shards", help="Shards per split (0: automatic)."),
+    keypoints: bool = typer.Option(False, "--keypoints", help="The keypoint set instead: kites with 4 named corners."),
 ):
     """Write the synthetic 3-class shapes set (COCO json + JPEGs + TFRecords).
 
     Example: centernet prepare shapes --output data/shapes --train 600 --val 100 --size 128
+    Example: centernet prepare shapes --keypoints --output data/kites --train 800 --val 100
     """
     from centernet_core.data.shapes import make_shapes_dataset
 
@@ -213,6 +215,6 @@ def shapes(
             bar.update(tasks[split], completed=done)
 
         summaries = make_shapes_dataset(output, train=train, val=val, size=size, seed=seed, workers=workers,
-                                        shards=shards, on_progress=on_progress)
+                                        shards=shards, on_progress=on_progress, keypoints=keypoints)
     for split, s in summaries.items():
         _print_summary(f"{split} ({s['annotations_file']})", s)

@@ -276,6 +276,8 @@ def fit_to_data(cfg: ExperimentConfig, metadata: dict) -> ExperimentConfig:
     elif n and cfg.model.num_classes != n:
         raise ConfigError(f"the dataset of --data has {n} categories but model.num_classes is "
                           f"{cfg.model.num_classes}; add --set model.num_classes={n} (or auto)")
+    if cfg.model.task == "keypoints":
+        items += _keypoint_items(cfg, metadata)
     t = cfg.train
     if t.epochs > 0:
         images = int(metadata.get("images", 0))
@@ -289,6 +291,25 @@ def fit_to_data(cfg: ExperimentConfig, metadata: dict) -> ExperimentConfig:
         items += [f"train.steps={steps}", f"train.warmup_steps={warmup}",
                   f"train.decay_boundaries={','.join(map(str, decay))}" if decay else "train.decay_boundaries=[]"]
     return override(cfg, items) if items else cfg
+
+
+def _keypoint_items(cfg: ExperimentConfig, metadata: dict) -> list[str]:
+    """The keypoints task's J, flip permutation and OKS sigmas from the data's ``keypoints`` layout."""
+    layout = metadata.get("keypoints") or {}
+    names = layout.get("names", [])
+    if not names:
+        raise ConfigError("model.task is keypoints but the training data has no keypoints; prepare a COCO "
+                          "keypoint json (categories with 'keypoints' names) or `prepare shapes --keypoints`")
+    j = len(names)
+    if cfg.model.num_keypoints not in (AUTO, j):
+        raise ConfigError(f"the training data has {j} keypoints but model.num_keypoints is "
+                          f"{cfg.model.num_keypoints}; add --set model.num_keypoints=auto")
+    items = [f"model.num_keypoints={j}"]
+    if not cfg.model.keypoint_flip:
+        items.append(f"model.keypoint_flip=[{','.join(str(i) for i in layout.get('flip', range(j)))}]")
+    if not cfg.eval.keypoint_sigmas and layout.get("sigmas"):
+        items.append(f"eval.keypoint_sigmas=[{','.join(repr(float(s)) for s in layout['sigmas'])}]")
+    return items
 
 
 def from_yaml_text(text: str, source: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

@@ -16,6 +16,11 @@ def validate(cfg: ExperimentConfig) -> None:
         (m.backbone in strides.INPUT_DIVISOR,
          f"model.backbone: unknown backbone '{m.backbone}'; valid: {', '.join(strides.INPUT_DIVISOR)}"),
         (m.num_classes == AUTO or m.num_classes >= 1, "model.num_classes must be at least 1 (or auto)"),
+        (m.num_keypoints == AUTO or m.num_keypoints >= 1, "model.num_keypoints must be at least 1 (or auto)"),
+        (not m.keypoint_flip or m.num_keypoints == AUTO or sorted(m.keypoint_flip) == list(range(m.num_keypoints)),
+         f"model.keypoint_flip must be a permutation of 0..{m.num_keypoints}-1 (joint j's mirror image)"),
+        (not e.keypoint_sigmas or m.num_keypoints == AUTO or len(e.keypoint_sigmas) == m.num_keypoints,
+         "eval.keypoint_sigmas must hold one OKS sigma per keypoint (model.num_keypoints)"),
         (m.width > 0, "model.width must be positive"),
         (m.width == 1.0 or m.backbone in WIDTH_BACKBONES,
          f"model.width={m.width}: {m.backbone} has fixed channels; use --set model.width=1.0 "

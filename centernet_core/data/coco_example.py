@@ -15,6 +15,10 @@ so such a file passes here and in training alike.
 Box rules (counts returned in ``stats``): boxes are clipped to the decoded image
 (``clipped`` counts those that changed); boxes with zero width or height after clipping
 are dropped (``dropped_empty``); crowd boxes are kept with ``is_crowd`` 1.
+
+Keypoints (``num_keypoints`` J > 0, a keypoint dataset): every kept object gets J rows of
+``image/object/keypoint/{y,x,v}`` (flattened object-major, y and x normalised like the
+boxes, v COCO's visibility 0 / 1 / 2); objects without keypoints get v = 0 rows.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class ImageTask:
     json_hw: tuple[int, int] | None
     annotations: tuple  # of (bbox xywh_coco, category index, area or None, is_crowd)
     category_names: tuple[str, ...]  # by contiguous index
+    num_keypoints: int = 0  # J: write image/object/keypoint/* (a keypoint dataset)
 
 
 def _open(data: bytes) -> tuple[str, str, tuple[int, int], bytes, bool]:
@@ -68,6 +73,7 @@ def _boxes(task: ImageTask, hw: tuple[int, int], stats: dict) -> dict:
     stats["crowd"] += sum(a[3] for a in kept)
     stats["boxes"] += len(kept)
     return {"boxes_yxyx_norm": box_lib.convert(clipped[keep], "yxyx_abs", "yxyx_norm", hw),
+            "keypoints": [a[4] if len(a) > 4 else None for a in kept],
             "labels": [a[1] for a in kept],
             "areas": [a[2] if a[2] is not None else float(ba) for a, ba in zip(kept, box_area)],
             "crowd": [a[3] for a in kept]}
@@ -112,4 +118,18 @@ def convert_image(task: ImageTask) -> tuple[str, object, dict]:
         "image/object/area": ep.float_feature(b["areas"]),
         "image/object/is_crowd": ep.int64_feature(b["crowd"]),
     }
+    if task.num_keypoints:
+        features.update(_keypoint_features(b["keypoints"], task.num_keypoints, hw))
     return "ok", ep.serialize_example(features), stats
+
+
+def _keypoint_features(keypoints: list, num_keypoints: int, hw: tuple[int, int]) -> dict:
+    """``image/object/keypoint/{y,x,v}``: J rows per object, normalised y / x, v (0 where absent)."""
+    rows = np.zeros((len(keypoints), num_keypoints, 3))  # [n, J, (x, y, v)]
+    for i, flat in enumerate(keypoints):
+        if flat is not None and len(flat) == 3 * num_keypoints:
+            rows[i] = np.asarray(flat, np.float64).reshape(num_keypoints, 3)
+    rows = rows.reshape(-1, 3)
+    return {"image/object/keypoint/y": ep.float_feature(rows[:, 1] / hw[0]),
+            "image/object/keypoint/x": ep.float_feature(rows[:, 0] / hw[1]),
+            "image/object/keypoint/v": ep.int64_feature(rows[:, 2].astype(np.int64).tolist())}

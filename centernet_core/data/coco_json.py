@@ -22,6 +22,11 @@ class Category:
     index: int  # contiguous training index (image/object/class/label)
     id: int  # original COCO category id
     name: str
+    # A keypoint category (COCO person_keypoints): its joint names, skeleton (1-based pairs,
+    # COCO's) and optional OKS sigmas (a centernet extension key, ``sigmas``); empty otherwise.
+    keypoints: tuple[str, ...] = ()
+    skeleton: tuple[tuple[int, int], ...] = ()
+    sigmas: tuple[float, ...] = ()
 
 
 @dataclass
@@ -29,8 +34,9 @@ class CocoImage:
     id: int
     file_name: str
     json_hw: tuple[int, int] | None  # (height, width) stated in the json, if any
-    # One tuple per annotation, file order: (bbox xywh_coco, category index, area or None, is_crowd).
-    annotations: list[tuple[list[float], int, float | None, int]] = field(default_factory=list)
+    # One tuple per annotation, file order: (bbox xywh_coco, category index, area or None, is_crowd,
+    # keypoints: the flat COCO [x, y, v] * J list of a keypoint category, else None).
+    annotations: list[tuple[list[float], int, float | None, int, list[float] | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -76,9 +82,31 @@ def _categories(source: str, raw: list) -> tuple[list[Category], dict[int, int]]
         seen[c["id"]] = i
     if not raw:
         raise DataError(f"{source}: 'categories' is empty; a detection dataset needs at least one category")
+    for i, c in enumerate(raw):
+        _keypoint_layout(source, i, c)
     ordered = sorted(raw, key=lambda c: c["id"])
-    cats = [Category(index=k, id=c["id"], name=c["name"]) for k, c in enumerate(ordered)]
+    cats = [Category(index=k, id=c["id"], name=c["name"], **_keypoint_layout(source, 0, c))
+            for k, c in enumerate(ordered)]
     return cats, {c.id: c.index for c in cats}
+
+
+def _keypoint_layout(source: str, i: int, c: dict) -> dict:
+    """A category's ``keypoints`` names, ``skeleton`` and ``sigmas``, checked (all optional)."""
+    names = c.get("keypoints") or []
+    where = _entry("categories", i, c)
+    if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)) or len(set(names)) < len(names):
+        raise DataError(f"{source}: {where}: 'keypoints' must be a list of distinct names, got {names!r:.80}")
+    skeleton = c.get("skeleton") or []
+    if not (isinstance(skeleton, list) and all(isinstance(e, list) and len(e) == 2 and all(
+            _is_int(v) and 1 <= v <= len(names) for v in e) for e in skeleton)):
+        raise DataError(f"{source}: {where}: 'skeleton' must be pairs of 1-based keypoint numbers "
+                        f"(1..{len(names)}), got {skeleton!r:.80}")
+    sigmas = c.get("sigmas") or []
+    if sigmas and not (isinstance(sigmas, list) and len(sigmas) == len(names)
+                       and all(_is_number(s) and s > 0 for s in sigmas)):
+        raise DataError(f"{source}: {where}: 'sigmas' must be {len(names)} positive numbers, one per keypoint")
+    return {"keypoints": tuple(names), "skeleton": tuple(tuple(e) for e in skeleton),
+            "sigmas": tuple(float(s) for s in sigmas)}
 
 
 def _images(source: str, raw: list) -> tuple[list[CocoImage], dict[int, int]]:
@@ -129,9 +157,16 @@ def validate_coco(data, source: str = "annotations") -> CocoIndex:
         area = a.get("area")
         if area is not None and not _is_number(area):
             raise DataError(f"{source}: {where}: 'area' must be a number, got {area!r:.40}")
+        joints = len(categories[cat_index[a["category_id"]]].keypoints)
+        keypoints = a.get("keypoints") if joints else None
+        if keypoints is not None and not (isinstance(keypoints, list) and len(keypoints) == 3 * joints
+                                          and all(_is_number(v) for v in keypoints)):
+            raise DataError(f"{source}: {where}: 'keypoints' must be {3 * joints} numbers (x, y, v per "
+                            f"keypoint of its category), got {keypoints!r:.60}")
         images[image_pos[a["image_id"]]].annotations.append(
             ([float(x) for x in a["bbox"]], cat_index[a["category_id"]],
-             None if area is None else float(area), int(crowd)))
+             None if area is None else float(area), int(crowd),
+             None if keypoints is None else [float(v) for v in keypoints]))
     return CocoIndex(images=images, categories=categories)
 
 

@@ -52,8 +52,10 @@ _SHOW_BAD = 5
 
 def _tasks(index: CocoIndex, images_dir: str) -> list[ImageTask]:
     names = tuple(c.name for c in index.categories)
+    joints = len(meta_lib.keypoint_names(index.categories))
     return [ImageTask(path=storage.join(images_dir, im.file_name), file_name=im.file_name, image_id=im.id,
-                      json_hw=im.json_hw, annotations=tuple(im.annotations), category_names=names)
+                      json_hw=im.json_hw, annotations=tuple(im.annotations), category_names=names,
+                      num_keypoints=joints)
             for im in index.images]
 
 
@@ -229,5 +231,6 @@ def write_coco_tfrecords(images_dir: str, annotations: str | CocoIndex, output_p
             "shards": [storage.basename(f) for f in finals],
             "categories": [{"index": c.index, "id": c.id, "name": c.name} for c in index.categories],
             "source": source, "stats": stats.to_dict()}
+    meta.update(meta_lib.keypoint_metadata(index.categories))
     meta_path = meta_lib.write_metadata(output_prefix, meta)
     return {**meta, "shards": finals, "report": report_path, "metadata": meta_path}

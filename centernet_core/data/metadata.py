@@ -11,6 +11,11 @@ Contents (a JSON object):
   contiguous training index; ``index`` is ``image/object/class/label`` in the records.
 - ``source``: where the shards came from (the COCO json and image directory; for
   ``prepare voc`` / ``prepare yolo`` their root or folders and split).
+- ``keypoints`` (keypoint datasets only): ``{"names": [...], "skeleton": [[a, b], ...]
+  (1-based, COCO's), "flip": [...] (joint j's mirror image, from left_/right_ names),
+  "sigmas": [...] (OKS sigmas: the json's, COCO's 17 for COCO's names, else 0.05)}``;
+  every keypoint category shares this one layout. Records then hold
+  ``image/object/keypoint/{y,x,v}``.
 - ``stats``: box statistics for ``centernet prepare check`` (classes, boxes per image,
   object sizes; described in ``check``). Absent in datasets written before it existed.
 
@@ -110,3 +115,50 @@ def index_to_coco_id(categories) -> dict[int, int]:
         raise DataError(f"category indices {sorted(int(c['index']) for c in categories)[:8]}... are not "
                         f"0..{len(categories) - 1} (one per category); re-run `centernet prepare`")
     return mapping
+
+
+# COCO's per-keypoint OKS sigmas (pycocotools' defaults) for its 17 person keypoints.
+COCO_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                  "right_knee", "left_ankle", "right_ankle")
+COCO_SIGMAS = (.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089)
+DEFAULT_SIGMA = 0.05  # a custom keypoint whose json states no sigma
+
+
+def keypoint_names(categories) -> tuple[str, ...]:
+    """The one keypoint layout of ``categories`` (``coco_json.Category`` objects); () when none
+    has keypoints. DataError when two categories name different keypoints."""
+    layouts = {tuple(c.keypoints) for c in categories if c.keypoints}
+    if len(layouts) > 1:
+        raise DataError(f"categories name different keypoint sets ({' / '.join(', '.join(k) for k in layouts)}); "
+                        "the keypoints task takes one layout: give every keypoint category the same names")
+    return layouts.pop() if layouts else ()
+
+
+def flip_from_names(names) -> list[int]:
+    """Joint j's mirror image: ``left_X`` <-> ``right_X`` (also ``X_left`` <-> ``X_right``); others map to themselves."""
+    index = {n: i for i, n in enumerate(names)}
+    swaps = (("left_", "right_"), ("right_", "left_"))
+    out = []
+    for i, name in enumerate(names):
+        mirror = name
+        for a, b in swaps:
+            if name.startswith(a):
+                mirror = b + name[len(a):]
+            elif name.endswith("_" + a[:-1]):
+                mirror = name[: -len(a) + 1] + b[:-1]
+        out.append(index.get(mirror, i))
+    return out
+
+
+def keypoint_metadata(categories) -> dict:
+    """``{"keypoints": {names, skeleton, flip, sigmas}}`` for the metadata, or {} (no keypoints)."""
+    names = keypoint_names(categories)
+    if not names:
+        return {}
+    first = next(c for c in categories if c.keypoints)
+    sigmas = next((list(c.sigmas) for c in categories if c.sigmas), None)
+    if sigmas is None:
+        sigmas = list(COCO_SIGMAS) if tuple(names) == COCO_KEYPOINTS else [DEFAULT_SIGMA] * len(names)
+    return {"keypoints": {"names": list(names), "skeleton": [list(e) for e in first.skeleton],
+                          "flip": flip_from_names(names), "sigmas": sigmas}}

@@ -49,6 +49,7 @@ from centernet_core import boxes as box_lib
 from centernet_core import storage
 from centernet_core.config import ExperimentConfig
 from centernet_core.data import augment
+from centernet_core.data import keypoints as keypoints_lib
 from centernet_core.errors import DataError
 from centernet_core.strides import OUTPUT_STRIDE
 from centernet_core.tasks import Task, build_task
@@ -171,6 +172,12 @@ def _batch_targets(batch, cfg: ExperimentConfig, task: Task, training: bool):
     input_boxes = tf.where(batch["flip"][:, None, None], augment.flip_boxes(input_boxes, size), input_boxes)
     real = tf.range(d.max_objects)[None] < count[:, None]  # [B, K]
     objects = {"boxes_yxyx_abs": input_boxes, "classes": classes, "weights": real & tf.equal(crowd, 0)}
+    if getattr(task, "num_keypoints", 0):  # the keypoints task: the same objects' joints, mapped like the boxes
+        joints = keypoints_lib.parse(batch["serialized"], task.num_keypoints, hw, tf.shape(present)[1])
+        drop = training and getattr(d, "crowd", "ignore") == "ignore"  # as the boxes' selection
+        gt_keypoints = select_objects(dict(rec, area=joints), boxes_abs, d.max_objects, drop, present)[3]
+        objects["keypoints_yxv"] = keypoints_lib.to_input(gt_keypoints, batch["affine"], batch["flip"], size,
+                                                          task.flip_index)  # [B, K, J, 3] input px
     targets = task.encode(objects, (size // OUTPUT_STRIDE, size // OUTPUT_STRIDE))
     features = {"image": batch["image"], "dropped_objects": dropped, "skipped_records": batch["skipped"]}
     if training:
@@ -179,6 +186,8 @@ def _batch_targets(batch, cfg: ExperimentConfig, task: Task, training: bool):
         features.update(source_id=tf.strings.to_number(ex["image/source_id"], tf.int64), original_hw=hw,
                         scale=batch["affine"][:, 0], gt_boxes_yxyx_abs=boxes, gt_classes=classes,
                         gt_is_crowd=crowd, gt_area=area, gt_count=count)
+    if getattr(task, "num_keypoints", 0) and not training:
+        features["gt_keypoints"] = gt_keypoints  # [B, K, J, 3] original px (y, x, v)
     return features, targets
 
 

@@ -14,6 +14,9 @@ ellipses, squares rectangles, triangles lean), overlapping a little (IoU < 0.2, 
     DIR/{train,val}-0000i-of-0000N.tfrecord through the same code as `prepare coco`
     DIR/{train,val}.meta.json, DIR/{train,val}.report.json
 
+With ``keypoints=True`` the set is ``shapes_keypoints``' kites instead (one category with
+four named keypoints, for the keypoints task).
+
 Image i of a split is drawn from its own generator seeded by (seed, split, i), so the
 set is identical for equal arguments, however it is produced.
 """
@@ -117,14 +120,18 @@ def draw_image(rng: np.random.Generator, hw: tuple[int, int]) -> tuple[Image.Ima
     return image, objects
 
 
-def write_split(output_dir: str, split: str, count: int, hw: tuple[int, int], seed: int) -> str:
+def write_split(output_dir: str, split: str, count: int, hw: tuple[int, int], seed: int,
+                keypoints: bool = False) -> str:
     """Draw ``count`` images of ``split`` as JPEGs and write ``instances_{split}.json``; return its path."""
+    from centernet_core.data import shapes_keypoints
+    draw, categories = (shapes_keypoints.draw_image, shapes_keypoints.CATEGORIES) if keypoints else (
+        draw_image, CATEGORIES)
     image_dir = storage.join(output_dir, "images", split)
     storage.makedirs(image_dir)
     images, annotations = [], []
     for i in range(1, count + 1):
         rng = np.random.default_rng([seed, _SPLIT_CODE[split], i])
-        image, objects = draw_image(rng, hw)
+        image, objects = draw(rng, hw)
         name = f"{i:06d}.jpg"
         buf = io.BytesIO()
         image.save(buf, format="JPEG", quality=92)
@@ -133,7 +140,7 @@ def write_split(output_dir: str, split: str, count: int, hw: tuple[int, int], se
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": i, "iscrowd": 0, **obj})
     coco = {"info": {"description": f"centernet synthetic shapes, {split}, seed {seed}"},
-            "images": images, "annotations": annotations, "categories": [dict(c) for c in CATEGORIES]}
+            "images": images, "annotations": annotations, "categories": [dict(c) for c in categories]}
     path = storage.join(output_dir, f"instances_{split}.json")
     storage.write_text_atomic(path, json.dumps(coco))
     return path
@@ -141,11 +148,12 @@ def write_split(output_dir: str, split: str, count: int, hw: tuple[int, int], se
 
 def make_shapes_dataset(output_dir: str, train: int = 600, val: int = 100, size: str = "128", seed: int = 0,
                         workers: int = 1, shards: int = 0,
-                        on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+                        on_progress: Callable[[str, int, int], None] | None = None,
+                        keypoints: bool = False) -> dict:
     """Write the synthetic set and its TFRecords; return ``{split: prepare-coco summary}``.
 
     ``size`` is ``S`` or ``WxH``; ``on_progress(split, done, total)`` follows the
-    TFRecord conversion.
+    TFRecord conversion; ``keypoints`` writes the kite keypoint set (``shapes_keypoints``).
     """
     hw = parse_size(size)
     if train < 1 or val < 0:
@@ -154,7 +162,7 @@ def make_shapes_dataset(output_dir: str, train: int = 600, val: int = 100, size:
     for split, count in (("train", train), ("val", val)):
         if count == 0:
             continue
-        json_path = write_split(output_dir, split, count, hw, seed)
+        json_path = write_split(output_dir, split, count, hw, seed, keypoints)
         progress = (lambda d, t, s=split: on_progress(s, d, t)) if on_progress else None
         summaries[split] = write_coco_tfrecords(storage.join(output_dir, "images", split), json_path,
                                                 storage.join(output_dir, split), num_shards=shards,
