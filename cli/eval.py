@@ -21,6 +21,9 @@ def metrics_table(metrics: dict, title: str = "COCO box metrics") -> Table:
     table.add_column("value", justify="right")
     for name, label, value in stats_rows(metrics):
         table.add_row(name, label, "n/a" if value < 0 else f"{100 * value:.2f}")
+    from centernet_core.inference import keypoint_eval  # keypoint AP (OKS) of the keypoints task
+    for name, label, value in keypoint_eval.stats_rows(metrics):
+        table.add_row(name, label, "n/a" if value < 0 else f"{100 * value:.2f}")
     return table
 
 

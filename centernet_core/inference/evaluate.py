@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from centernet_core import storage
 from centernet_core.data.metadata import index_to_coco_id
 from centernet_core.errors import ConfigError, DataError
-from centernet_core.inference import coco_eval
+from centernet_core.inference import coco_eval, keypoint_eval
 from centernet_core.inference.report import write_report
 
 
@@ -79,8 +79,12 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
         source_id = features["source_id"].numpy()
         results += coco_eval.detections_to_results(source_id, det["boxes_yxyx_abs"], det["scores"], det["classes"],
                                                    det["num_detections"], category_ids)
+        if "keypoints_yx_abs" in det:  # the keypoints task: joints into the same result dicts
+            keypoint_eval.attach_keypoints(results, det)
         gt.add_batch(source_id, *(features[k].numpy() for k in (
             "original_hw", "gt_boxes_yxyx_abs", "gt_classes", "gt_is_crowd", "gt_area", "gt_count")))
+        if "gt_keypoints" in features:
+            keypoint_eval.add_ground_truth(gt, features["gt_keypoints"].numpy(), features["gt_count"].numpy())
         images += len(source_id)
         if on_batch:
             on_batch(len(source_id))
@@ -95,6 +99,9 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
     if output:
         coco_eval.write_results(output, results)
     metrics = coco_eval.evaluate_results(annotations or gt.dataset(), results, per_class=e.per_class)
+    if getattr(task, "num_keypoints", 0):  # keypoint AP (OKS) beside box AP
+        metrics.update(keypoint_eval.evaluate_keypoints(annotations or gt.dataset(), results, keypoint_eval.sigmas_for(
+            task.num_keypoints, e.keypoint_sigmas)))
     return {**metrics, "images": images, "images_expected": expected, "detections": len(results)}
 
 
