@@ -10,7 +10,9 @@ Letters: N images, h w an image's size, S input size, D ``max_detections``.
 Outputs (the TF detection serving convention; all float32):
 ``detection_boxes`` [N, D, 4] (ymin, xmin, ymax, xmax) original pixels,
 ``detection_scores`` [N, D], ``detection_classes`` [N, D] original category ids (0 on
-rows past the count), ``num_detections`` [N].
+rows past the count), ``num_detections`` [N]. The keypoints task adds
+``detection_keypoints`` [N, D, J, 2] ((y, x) original pixels) and
+``detection_keypoint_scores`` [N, D, J].
 """
 from __future__ import annotations
 
@@ -123,8 +125,11 @@ class Detector(tf.Module):
         det = detect(self._held.obj, self._task.obj, images, scale, original_hw, **self._detect_kwargs)
         live = tf.range(tf.shape(det["scores"])[1])[None, :] < det["num_detections"][:, None]  # [N, D]
         classes = tf.where(live, tf.gather(self.category_ids, det["classes"]), 0.0)
-        return {"detection_boxes": det["boxes_yxyx_abs"], "detection_scores": det["scores"],
-                "detection_classes": classes, "num_detections": tf.cast(det["num_detections"], tf.float32)}
+        out = {"detection_boxes": det["boxes_yxyx_abs"], "detection_scores": det["scores"],
+               "detection_classes": classes, "num_detections": tf.cast(det["num_detections"], tf.float32)}
+        if "keypoints_yx_abs" in det:  # the keypoints task: [N, D, J, 2] (y, x) original pixels, [N, D, J]
+            out.update(detection_keypoints=det["keypoints_yx_abs"], detection_keypoint_scores=det["keypoint_scores"])
+        return out
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def image_tensor(self, images):
