@@ -138,7 +138,7 @@ def main() -> None:
         ap = [] if args.skip_ap else bench_ap(args.run or run, args.ap_data or calibration, workdir, calibration,
                                               args.calibration_images)
         speed = []
-        for item in args.models.split(","):
+        for item in filter(None, args.models.split(",")):  # --models "": the AP rows only
             name, size = item.split(":")
             speed += bench_speed(name, int(size), workdir, calibration, args.calibration_images, args.iters,
                                  args.threads)
