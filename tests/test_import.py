@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from centernet_core import config as config_lib
+from centernet_core import config as config_lib, run_dir
 from centernet_core.importers import hourglass_pth as iw
 from centernet_core.importers.torch_pickle import LEGACY_MAGIC, CheckpointError
 
@@ -144,6 +144,21 @@ def _assert_same_outputs(model, net, size, seed=1):
 
 
 @needs_torch
+def test_a_failed_import_leaves_no_run_directory(tmp_path, net, cfg, monkeypatch):
+    """All or nothing: a failure after the checkpoint is written leaves neither the run directory
+    nor its staging sibling (so the next import, or a train into it, meets no half-made run)."""
+    path, out = str(tmp_path / "ctdet_coco_hg.pth"), str(tmp_path / "run")
+    torch.save({"epoch": 1, "state_dict": net.state_dict()}, path)
+
+    def broken(*args):
+        raise OSError("disk full")
+    monkeypatch.setattr(run_dir, "write_import_record", broken)
+    with pytest.raises(OSError, match="disk full"):
+        iw.import_centernet_pth(path, out, cfg)
+    assert os.listdir(tmp_path) == ["ctdet_coco_hg.pth"]
+
+
+@needs_torch
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip-core", "legacy-cli"])
 def test_imported_run_gives_pytorch_outputs(tmp_path, net, cfg, zip_format):
     from centernet_core.inference.trained import load_trained
@@ -163,7 +178,7 @@ def test_imported_run_gives_pytorch_outputs(tmp_path, net, cfg, zip_format):
     trained = load_trained(out)  # what eval, export and predict do with a run directory
     assert trained.cfg == cfg and trained.checkpoint == os.path.join(out, "ckpt-0")
     assert trained.categories == list(iw.COCO_CATEGORIES)
-    assert json.load(open(os.path.join(out, iw.IMPORT_FILENAME)))["epoch"] == 70
+    assert json.load(open(os.path.join(out, run_dir.IMPORT_FILE)))["epoch"] == 70
     _assert_same_outputs(trained.model, net, 128)
     with pytest.raises(config_lib.ConfigError, match="already holds a run"):
         iw.import_centernet_pth(str(tmp_path / "unused.pth"), out, cfg)

@@ -36,13 +36,12 @@ from centernet_core.modeling.backbones.hourglass import HOURGLASS_BLOCKS, HOURGL
 from centernet_core.data import metadata
 from centernet_core.errors import CenterNetError, ConfigError
 from centernet_core.modeling.heads import head_name
+from centernet_core.importers.pytorch_layout import (BN_FIELDS, ConvBNEntry, flat_layers, hwio, listing,
+                                                     state_dict_of)
 from centernet_core.importers.torch_pickle import CheckpointError
 
 BACKBONE_PREFIXES = ("pre.", "kps.", "cnvs.", "inters.", "inters_.", "cnvs_.")
 HEAD_KEYS = {"hm": ("heatmap", False), "wh": ("size", True), "reg": ("offset", True)}  # name, reverse channels
-BN_FIELDS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
-             ("running_var", "moving_variance"))
-_LIST_LIMIT = 12
 
 # COCO's 80 detection classes in id order (the original's contiguous class order); the ids
 # run 1..90 without the ten that COCO never annotated.
@@ -57,18 +56,6 @@ COCO_NAMES = (
 COCO_IDS = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
 COCO_CATEGORIES = tuple({"index": k, "id": i, "name": n.replace("_", " ")}
                         for k, (i, n) in enumerate(zip(COCO_IDS, COCO_NAMES)))
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvBNEntry:
-    """A PyTorch conv (``{conv}.weight``) + BatchNorm2d (``{bn}.*``) pair -> one Keras ConvBN layer."""
-
-    conv: str
-    bn: str
-    layer: str
-
-    def keys(self) -> list[str]:
-        return [f"{self.conv}.weight"] + [f"{self.bn}.{k}" for k, _ in BN_FIELDS]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,60 +116,19 @@ def hourglass_plan(num_stacks: int, heads: bool = True) -> list:
     return plan
 
 
-def state_dict_of(checkpoint, source: str = "checkpoint") -> dict[str, np.ndarray]:
-    """The tensors of a loaded checkpoint, ``module.`` prefixes and BN batch counters removed.
-
-    Accepts the original CenterNet's ``{'epoch', 'state_dict'[, 'optimizer']}`` and a bare
-    state dict (CornerNet / ExtremeNet snapshots).
-    """
-    sd = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, np.ndarray) for v in sd.values()):
-        raise CheckpointError(f"{source}: expected a dict with 'state_dict' (CenterNet) or a state dict of tensors "
-                              "(CornerNet / ExtremeNet); found neither")
-    out = {}
-    for key, value in sd.items():
-        name = str(key)
-        while name.startswith("module."):
-            name = name[len("module."):]
-        if not name.endswith(".num_batches_tracked"):
-            out[name] = value
-    return out
-
-
-def _listing(title: str, items: list[str]) -> str:
-    more = f", ... ({len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else ""
-    shown = ", ".join(items[:_LIST_LIMIT]) + more
-    return f"{title} ({len(items)}): {shown}"
-
-
-def _flat_layers(model) -> dict:
-    """Every layer of ``model`` by name, descending into nested models (the backbone)."""
-    out = {}
-    for layer in model.layers:
-        out[layer.name] = layer
-        if hasattr(layer, "layers"):
-            out.update(_flat_layers(layer))
-    return out
-
-
-def _hwio(weight: np.ndarray) -> np.ndarray:
-    """PyTorch OIHW conv weight -> Keras HWIO (other ranks pass through to fail the shape check)."""
-    return weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight
-
-
 def _targets(entry, layers: dict, sd: dict) -> list[tuple]:
     """(variable, value in Keras layout, torch key) for each tensor of ``entry``."""
     layer = layers[entry.layer]
     if isinstance(entry, ConvBNEntry):
-        pairs = [(layer.conv.kernel, _hwio(sd[f"{entry.conv}.weight"]), f"{entry.conv}.weight")]
+        pairs = [(layer.conv.kernel, hwio(sd[f"{entry.conv}.weight"]), f"{entry.conv}.weight")]
         pairs += [(getattr(layer.bn, tf_name), sd[f"{entry.bn}.{pt}"], f"{entry.bn}.{pt}") for pt, tf_name in BN_FIELDS]
         return pairs
-    out_w = _hwio(sd[f"{entry.prefix}.1.weight"])
+    out_w = hwio(sd[f"{entry.prefix}.1.weight"])
     out_b = sd[f"{entry.prefix}.1.bias"]
     if entry.reverse:
         out_w, out_b = out_w[..., ::-1], out_b[::-1]
     conv = f"{entry.prefix}.0.conv"
-    return [(layer.conv.kernel, _hwio(sd[f"{conv}.weight"]), f"{conv}.weight"),
+    return [(layer.conv.kernel, hwio(sd[f"{conv}.weight"]), f"{conv}.weight"),
             (layer.conv.bias, sd[f"{conv}.bias"], f"{conv}.bias"),
             (layer.out.kernel, out_w, f"{entry.prefix}.1.weight"), (layer.out.bias, out_b, f"{entry.prefix}.1.bias")]
 
@@ -196,19 +142,19 @@ def assign_hourglass(model, state: dict[str, np.ndarray], num_stacks: int, backb
     missing keys, the unused keys and the shape mismatches. Returns counts of what was done.
     """
     plan = hourglass_plan(num_stacks, heads=not backbone_only)
-    layers = _flat_layers(model)
+    layers = flat_layers(model)
     absent_layers = sorted({e.layer for e in plan} - set(layers))
     if absent_layers:
-        raise CheckpointError(_listing(f"the model {model.name} lacks layers the import needs", absent_layers))
+        raise CheckpointError(listing(f"the model {model.name} lacks layers the import needs", absent_layers))
     wanted = [k for e in plan for k in e.keys()]
     usable = {k: v for k, v in state.items() if not backbone_only or k.startswith(BACKBONE_PREFIXES)}
     missing = [k for k in wanted if k not in usable]
     extra = sorted(set(usable) - set(wanted))
     problems = []
     if missing:
-        problems.append(_listing("missing keys", missing))
+        problems.append(listing("missing keys", missing))
     if extra:
-        problems.append(_listing("keys with no place in the model", extra))
+        problems.append(listing("keys with no place in the model", extra))
     if problems:
         raise CheckpointError("checkpoint does not fit the Hourglass model; " + "; ".join(problems))
     targets = [t for e in plan for t in _targets(e, layers, usable)]
@@ -219,12 +165,12 @@ def assign_hourglass(model, state: dict[str, np.ndarray], num_stacks: int, backb
         if any(k.startswith("hm.") for k in bad):
             n = len(state["hm.0.1.bias"])
             hint = f"; the checkpoint has {n} classes: --set model.num_classes={n}, or import with --backbone-only"
-        raise CheckpointError(_listing("shape mismatches", bad) + hint)
+        raise CheckpointError(listing("shape mismatches", bad) + hint)
     assigned = {id(variable) for variable, _, _ in targets}
     head_ids = {id(w) for name, layer in layers.items() if name.startswith("head_") for w in layer.weights}
     unset = [w.path for w in model.weights if id(w) not in assigned and not (backbone_only and id(w) in head_ids)]
     if unset:
-        raise CheckpointError(_listing(f"the import plan leaves variables of {model.name} unset", unset))
+        raise CheckpointError(listing(f"the import plan leaves variables of {model.name} unset", unset))
     for variable, value, _ in targets:
         variable.assign(np.ascontiguousarray(value, dtype=np.float32))
     return {"tensors": len(targets), "ignored": len(state) - len(usable),
@@ -264,6 +210,8 @@ def import_centernet_pth(path: str, output_dir: str, cfg, backbone_only: bool = 
     if not spec.name.startswith("hourglass"):
         raise ConfigError(f"--from centernet-pth imports Hourglass checkpoints; model.backbone={spec.name} "
                           "(use --experiment hourglass104-coco)")
+    if run_dir.holds_run(output_dir):
+        raise ConfigError(f"{output_dir} already holds a run ({run_dir.CONFIG_FILE}); choose a new --output")
     if storage.exists(output_dir) and (not storage.isdir(output_dir) or storage.glob(storage.join(output_dir, "*"))):
         raise ConfigError(f"{output_dir} already exists and is not empty; choose a new --output directory")
     meta = _run_metadata(cfg, categories_from, backbone_only, path)
@@ -279,7 +227,7 @@ def import_centernet_pth(path: str, output_dir: str, cfg, backbone_only: bool = 
     saved = {id(t) for t in tf.train.TrackableView(checkpoint).descendants()}
     unsaved = [w.path for w in model.weights if id(w) not in saved]
     if unsaved:  # eval would restore a partial model without a word: refuse instead
-        raise CenterNetError(_listing("the run checkpoint would not hold these model variables (model tracking)",
+        raise CenterNetError(listing("the run checkpoint would not hold these model variables (model tracking)",
                                       unsaved))
     with storage.staged_directory(output_dir) as staging:  # all of the run directory or nothing
         manager = tf.train.CheckpointManager(checkpoint, staging, max_to_keep=1,

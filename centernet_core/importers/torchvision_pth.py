@@ -39,8 +39,8 @@ from centernet_core import config as config_lib
 from centernet_core import run_dir, storage
 from centernet_core.errors import CenterNetError, ConfigError
 from centernet_core.importers import torch_pickle
-from centernet_core.importers.hourglass_pth import (BN_FIELDS, ConvBNEntry, _flat_layers, _hwio, _listing,
-                                                    state_dict_of)
+from centernet_core.importers.pytorch_layout import (BN_FIELDS, ConvBNEntry, flat_layers, hwio, listing,
+                                                     state_dict_of)
 from centernet_core.importers.torch_pickle import CheckpointError
 from centernet_core.pixels import STD_BGR
 
@@ -69,10 +69,10 @@ def stem_kernel(weight: np.ndarray) -> np.ndarray:
     module docstring). Other shapes pass through to fail the shape check.
     """
     if weight.ndim != 4 or weight.shape[1] != 3:
-        return _hwio(weight)
+        return hwio(weight)
     ratio = np.asarray(STD_BGR, np.float64)[::-1] / np.asarray(IMAGENET_STD_RGB, np.float64)  # per R, G, B
     scaled = weight.astype(np.float64) * ratio[None, :, None, None]
-    return _hwio(scaled[:, ::-1]).astype(np.float32)
+    return hwio(scaled[:, ::-1]).astype(np.float32)
 
 
 def assign_resnet18(backbone, state: dict[str, np.ndarray]) -> dict:
@@ -83,28 +83,28 @@ def assign_resnet18(backbone, state: dict[str, np.ndarray]) -> dict:
     Returns counts of what was done.
     """
     plan = resnet18_plan()
-    layers = _flat_layers(backbone)
+    layers = flat_layers(backbone)
     absent = sorted({e.layer for e in plan} - set(layers))
     if absent:
-        raise CheckpointError(_listing(f"the model {backbone.name} lacks layers the import needs", absent))
+        raise CheckpointError(listing(f"the model {backbone.name} lacks layers the import needs", absent))
     wanted = [k for e in plan for k in e.keys()]
     usable = {k: v for k, v in state.items() if k not in CLASSIFIER_KEYS}
     missing = [k for k in wanted if k not in usable]
     extra = sorted(set(usable) - set(wanted))
-    problems = ([_listing("missing keys", missing)] if missing else []) + \
-        ([_listing("keys with no place in the trunk", extra)] if extra else [])
+    problems = ([listing("missing keys", missing)] if missing else []) + \
+        ([listing("keys with no place in the trunk", extra)] if extra else [])
     if problems:
         raise CheckpointError("checkpoint does not fit torchvision's ResNet-18; " + "; ".join(problems))
     targets = []
     for e in plan:
         layer = layers[e.layer]
-        convert = stem_kernel if e.layer == "stem_conv" else _hwio
+        convert = stem_kernel if e.layer == "stem_conv" else hwio
         targets.append((layer.conv.kernel, convert(usable[f"{e.conv}.weight"]), f"{e.conv}.weight"))
         targets += [(getattr(layer.bn, tf_name), usable[f"{e.bn}.{pt}"], f"{e.bn}.{pt}") for pt, tf_name in BN_FIELDS]
     bad = [f"{key} {tuple(usable[key].shape)} -> {variable.path} {tuple(variable.shape)}"
            for variable, value, key in targets if tuple(value.shape) != tuple(variable.shape)]
     if bad:
-        raise CheckpointError(_listing("shape mismatches", bad) + " (torchvision's resnet18 needs model.width=1.0)")
+        raise CheckpointError(listing("shape mismatches", bad) + " (torchvision's resnet18 needs model.width=1.0)")
     for variable, value, _ in targets:
         variable.assign(np.ascontiguousarray(value, dtype=np.float32))
     return {"tensors": len(targets), "ignored": len(state) - len(usable),
@@ -139,7 +139,7 @@ def import_torchvision_pth(path: str, output_dir: str, cfg) -> dict:
     saved = {id(t) for t in tf.train.TrackableView(checkpoint).descendants()}
     unsaved = [w.path for w in model.weights if id(w) not in saved]
     if unsaved:
-        raise CenterNetError(_listing("the run checkpoint would not hold these model variables", unsaved))
+        raise CenterNetError(listing("the run checkpoint would not hold these model variables", unsaved))
     with storage.staged_directory(output_dir) as staging:  # all of the run directory or nothing
         manager = tf.train.CheckpointManager(checkpoint, staging, max_to_keep=1,
                                              checkpoint_name=run_dir.CHECKPOINT_NAME)
