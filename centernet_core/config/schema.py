@@ -27,7 +27,7 @@ class ModelConfig:
     heatmap_bias: float = -2.19  # log(0.1 / 0.9): prior probability 0.1
     bn_momentum: float = 0.9  # Keras convention (PyTorch's 0.1)
     bn_epsilon: float = 1e-5
-    backbone_weights: str = ""  # local ImageNet weights file; never downloaded
+    backbone_weights: str = ""  # "imagenet" (keras.applications' file, resnet50 / mobilenetv2) or a local weights file
     # task keypoints: J, and joint j's mirror image; "auto" / () take them from the training data
     num_keypoints: int | str = AUTO
     keypoint_flip: tuple[int, ...] = ()
@@ -42,6 +42,12 @@ class DataConfig:
     random_flip: bool = True
     color_jitter: bool = True
     crop_scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+    # reference: the original's crop (centre uniform in [border, size - border]), colour jitter
+    # (x[0.6, 1.4] in random order + PCA lighting) and black padding; inside: the window stays
+    # inside the image along its long side, milder jitter, mean-colour padding (docs/design.md,
+    # "Fidelity choices")
+    augmentation: str = "inside"
+    crowd: str = "ignore"  # train: crowd boxes are ordinary objects (both references); ignore: left out
     shuffle_buffer: int = 1000
     deterministic: bool = False
 
@@ -73,6 +79,9 @@ class TrainConfig:
     focal_beta: float = 4.0
     size_weight: float = 0.1
     offset_weight: float = 1.0
+    # size / offset L1 divided by: objects (N, Model Garden) or channels (2N, the original)
+    regression_normalizer: str = "objects"
+    init: str = ""  # what the recipe starts from: "" (as configured) or extremenet (--init-checkpoint expected)
     joint_weight: float = 1.0  # task keypoints: the original's hp_weight, hm_hp_weight, off_weight
     keypoint_heatmap_weight: float = 1.0
     keypoint_offset_weight: float = 1.0
@@ -93,6 +102,10 @@ class EvalConfig:
     scales: tuple[float, ...] = (1.0,)
     per_class: bool = False
     allow_subset: bool = False  # evaluate even when fewer images are read than the metadata lists
+    # letterbox: long side to S, mean-colour padding; original: the original's test protocol
+    # (native size padded black and centred to (side | (divisor - 1)) + 1, scales from the image)
+    protocol: str = "letterbox"
+    merge: str = "soft_nms"  # multi-scale merge: soft_nms (Gaussian, sigma 0.5: the original) or nms
     keypoint_threshold: float = 0.1  # task keypoints: heatmap peaks above this snap the regressed joints
     keypoint_sigmas: tuple[float, ...] = ()  # OKS sigma per keypoint; () from the data (COCO's 17 for COCO)
     precision: str = "float32"  # checkpoints on CPU: auto (bfloat16 where native), float32, bfloat16
