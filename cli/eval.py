@@ -54,6 +54,7 @@ def eval_(
     detections: Optional[str] = typer.Option(None, "--detections", help="Evaluate this COCO results json (needs --annotations; no model)."),
     report: Optional[str] = typer.Option(None, "--report", help="Write an evaluation report (per-class AP, PR / F1 curves, confusion, error galleries, index.html) into this directory."),
     model: Optional[str] = typer.Option(None, "--model", help="Evaluate an export instead: its directory, saved_model/, or a .tflite / .onnx file."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="letterbox (long side to the input size) or original (the original CenterNet's test protocol: native size padded black to a multiple of 128, scales from the image; for imported weights). Default: eval.protocol."),
     precision: Optional[str] = typer.Option(None, "--precision", help="Checkpoint on CPU: auto (bfloat16 where native), float32, bfloat16."),
     set_: Optional[List[str]] = SetOpt,
 ):
@@ -85,7 +86,7 @@ def eval_(
         raise ConfigError("nothing to evaluate: pass --ckpt RUN_DIR or --model EXPORT "
                           "(or --detections FILE --annotations FILE)")
     flags = flag_overrides(**{"data.val": data, "eval.flip": flip, "eval.scales": scales,
-                              "eval.per_class": per_class or None, "eval.precision": precision,
+                              "eval.per_class": per_class or None, "eval.precision": precision, "eval.protocol": protocol,
                               "eval.allow_subset": allow_subset or None})
     if precision:
         from centernet_core.inference import precision as precision_lib

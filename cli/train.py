@@ -5,7 +5,21 @@ from typing import List, Optional
 
 import typer
 
-from centernet_cli.common import ConfigOpt, ExperimentOpt, ProfileOpt, SetOpt, console, flag_overrides, resolve_config
+from centernet_cli.common import (ConfigOpt, ExperimentOpt, ProfileOpt, SetOpt, console, err_console, flag_overrides,
+                                  resolve_config)
+
+IMPORT_EXTREMENET = ("centernet import --from centernet-pth ExtremeNet_250000.pth --backbone-only "
+                     "--output runs/extremenet-backbone")
+
+
+def init_warning(cfg, init_checkpoint: Optional[str]) -> Optional[str]:
+    """The warning for a recipe that expects an initialisation (``train.init``) started without one."""
+    if cfg.train.init != "extremenet" or init_checkpoint:
+        return None
+    return ("warning: this recipe (train.init=extremenet) fine-tunes from the ExtremeNet Hourglass-104 backbone, "
+            "as both references do; from random weights it is a different recipe and will not reach the "
+            "published accuracy. Import the backbone once with\n  " + IMPORT_EXTREMENET +
+            "\nand pass --init-checkpoint runs/extremenet-backbone (a resumed run already has its weights).")
 
 
 def train(
@@ -31,6 +45,9 @@ def train(
     """
     flags = flag_overrides(**{"data.train": data, "data.val": val_data, "train.eval_every": eval_every})
     cfg = resolve_config(experiment, config_file, profile, (set_ or []) + flags)
+    warning = init_warning(cfg, init_checkpoint)
+    if warning:
+        err_console.print(warning, highlight=False, markup=False)
     from centernet_core.training.loop import train as run_training
 
     result = run_training(cfg, model_dir, init_checkpoint=init_checkpoint, show_progress=not no_progress,

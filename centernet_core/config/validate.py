@@ -6,6 +6,13 @@ from centernet_core.config.schema import (AUTO, EXPORT_FORMATS, OPTIMIZERS, PREC
                                           ExperimentConfig)
 from centernet_core.errors import ConfigError
 
+AUGMENTATIONS = ("reference", "inside")
+CROWD_MODES = ("train", "ignore")
+REGRESSION_NORMALIZERS = ("objects", "channels")
+INITS = ("", "extremenet")
+EVAL_PROTOCOLS = ("letterbox", "original")
+EVAL_MERGES = ("soft_nms", "nms")
+
 WIDTH_BACKBONES = ("resnet18", "mobilenetv2")  # the builders that scale channels by model.width
 
 
@@ -30,6 +37,13 @@ def validate(cfg: ExperimentConfig) -> None:
         (d.max_objects >= 1, "data.max_objects must be at least 1"),
         (0.0 < d.min_overlap < 1.0, "data.min_overlap must be in (0, 1)"),
         (all(s > 0 for s in d.crop_scales) and len(d.crop_scales) > 0, "data.crop_scales must be positive numbers"),
+        (d.augmentation in AUGMENTATIONS, f"data.augmentation must be one of {', '.join(AUGMENTATIONS)}"),
+        (d.crowd in CROWD_MODES, f"data.crowd must be one of {', '.join(CROWD_MODES)}"),
+        (t.regression_normalizer in REGRESSION_NORMALIZERS,
+         f"train.regression_normalizer must be one of {', '.join(REGRESSION_NORMALIZERS)}"),
+        (t.init in INITS, f"train.init must be one of {', '.join(repr(i) for i in INITS)}"),
+        (e.protocol in EVAL_PROTOCOLS, f"eval.protocol must be one of {', '.join(EVAL_PROTOCOLS)}"),
+        (e.merge in EVAL_MERGES, f"eval.merge must be one of {', '.join(EVAL_MERGES)}"),
         (t.steps >= 1, "train.steps must be at least 1"),
         (t.reference_batch_size >= 1, "train.reference_batch_size must be at least 1"),
         (t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}"),

@@ -12,8 +12,9 @@ K ``data.max_objects``. Contract (docs/design.md, "Pipeline output"):
   float32 normalised B, G, R input on the accelerator. Eval: float32 ``[B, S, S, 3]``,
   normalised, channels B, G, R (``model_input`` passes it through).
 - ``features["dropped_objects"]`` int32 ``[B]``: objects beyond K left out of that image
-  (the K largest by area are kept, ties in record order; crowd boxes are removed before
-  counting in training, since they never train).
+  (the K largest by area are kept, ties in record order; with ``data.crowd: ignore`` crowd
+  boxes are removed before counting in training, since they never train; with ``train``
+  they are ordinary objects, as in both references).
 - ``features["skipped_records"]`` int64 ``[B]``: records this input pipeline has skipped
   so far because their image bytes are not a decodable format or their object lists
   differ in length (running count).
@@ -48,7 +49,7 @@ import tensorflow as tf
 from centernet_core import boxes as box_lib
 from centernet_core import storage
 from centernet_core.config import ExperimentConfig
-from centernet_core.data import augment
+from centernet_core.data import augment, augment_reference
 from centernet_core.data import keypoints as keypoints_lib
 from centernet_core.errors import DataError
 from centernet_core.strides import OUTPUT_STRIDE
@@ -93,15 +94,23 @@ def _train_image(rec, seed, cfg: ExperimentConfig):
     """
     size, d = cfg.model.input_size, cfg.data
     u = tf.random.stateless_uniform([8], seed)
+    reference = d.augmentation == "reference"
+    window = augment_reference.reference_crop_window if reference else augment.random_crop_window
 
     def placement(hw):
-        start, side = augment.random_crop_window(u[:3], hw, d.crop_scales)
+        start, side = window(u[:3], hw, d.crop_scales)
         return augment.crop_placement(start, side, hw, size)
 
     region, hw, place = augment.decode_crop(rec["encoded"], placement)
     flip = (u[3] < 0.5) if d.random_flip else tf.constant(False)
-    colour, contrast = augment.color_jitter_params(u[4:]) if d.color_jitter else (None, None)
+    jitter = d.color_jitter and not reference
+    colour, contrast = augment.color_jitter_params(u[4:]) if jitter else (None, None)
     pixels, transform, content = augment.place_crop(region, place, flip, size, colour, contrast)
+    if reference:  # black padding, jittered with the pixels: the whole input is content
+        dst = tf.cast(place["dst"], tf.float32)
+        mean_rgb = augment_reference.region_mean_rgb(region) * dst[2] * dst[3] / float(size * size)
+        transform = augment_reference.reference_colour_transform(seed, mean_rgb, bool(d.color_jitter))
+        content = tf.constant([0, 0, size, size], tf.int32)
     return {"image": tf.ensure_shape(pixels, [size, size, 3]), "colour_transform": transform, "content": content,
             "serialized": rec["serialized"], "original_hw": tf.cast(hw, tf.float32), "affine": place["affine"],
             "flip": flip, "skipped": rec["skipped"]}
@@ -167,11 +176,13 @@ def _batch_targets(batch, cfg: ExperimentConfig, task: Task, training: bool):
     boxes_abs = box_lib.convert(boxes_norm, "yxyx_norm", "yxyx_abs", hw[:, None, :])  # [B, N, 4] original px
     rec = {"classes": tf.cast(dense["image/object/class/label"], tf.int32),
            "is_crowd": tf.cast(dense["image/object/is_crowd"], tf.int32), "area": dense["image/object/area"]}
-    boxes, classes, crowd, area, count, dropped = select_objects(rec, boxes_abs, d.max_objects, training, present)
+    drop_crowd = training and d.crowd == "ignore"
+    boxes, classes, crowd, area, count, dropped = select_objects(rec, boxes_abs, d.max_objects, drop_crowd, present)
     input_boxes = augment.transform_boxes(boxes, batch["affine"], size)  # [B, K, 4] input px
     input_boxes = tf.where(batch["flip"][:, None, None], augment.flip_boxes(input_boxes, size), input_boxes)
     real = tf.range(d.max_objects)[None] < count[:, None]  # [B, K]
-    objects = {"boxes_yxyx_abs": input_boxes, "classes": classes, "weights": real & tf.equal(crowd, 0)}
+    trained = real if d.crowd == "train" else real & tf.equal(crowd, 0)  # [B, K]
+    objects = {"boxes_yxyx_abs": input_boxes, "classes": classes, "weights": trained}
     if getattr(task, "num_keypoints", 0):  # the keypoints task: the same objects' joints, mapped like the boxes
         joints = keypoints_lib.parse(batch["serialized"], task.num_keypoints, hw, tf.shape(present)[1])
         drop = training and getattr(d, "crowd", "ignore") == "ignore"  # as the boxes' selection

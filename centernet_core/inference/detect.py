@@ -10,9 +10,13 @@ batch, mirror the second output back, average the heatmaps *after the sigmoid* a
 sizes; the offsets come from the un-mirrored image alone (a mirrored dx has the wrong
 sign and sub-pixel phase). Multi-scale test: resize the (letterboxed) input by each
 scale to the nearest multiple of the backbone divisor, decode each, map to input pixels,
-and merge all scales with the task's merge (detection: class-wise NMS, ``decode.classwise_nms``).
-Scales are taken from the letterboxed input, so scales above 1 upsample it rather than
-re-reading the original picture.
+and merge all scales with the task's merge (detection: ``eval.merge``, Gaussian soft-NMS
+as the original, ``decode.classwise_soft_nms``, or hard class-wise NMS).
+
+Here the scales are taken from the letterboxed input (``eval.protocol: letterbox``), so
+scales above 1 upsample it rather than re-reading the original picture: a fixed-shape
+graph, which is what exports need. The original resizes the original picture per scale,
+at its own size: ``eval.protocol: original`` (``original_protocol``) does that.
 """
 from __future__ import annotations
 

@@ -72,10 +72,17 @@ def evaluate_model(model, cfg, pattern: str, categories: Sequence[dict], *,
                       flip=e.flip, scales=e.scales, max_detections=e.max_detections,
                       score_threshold=e.score_threshold, nms_iou=e.nms_iou)
 
+    if e.protocol == "original":  # the original's test protocol, one image at a time at its own size
+        from centernet_core.inference import original_protocol
+        batches = original_protocol.batches(build_dataset(pattern, cfg, False, batch_size=1), pattern)
+        run_original = original_protocol.make_detect_fn(model, task, divisor, e)
+        run = lambda image, scale, original_hw: run_original(image)  # noqa: E731
+    else:
+        batches = ((f, f["image"]) for f, _ in build_dataset(pattern, cfg, False, batch_size=e.batch_size))
     gt = coco_eval.GroundTruthBuilder(categories)
     results, images = [], 0
-    for features, _ in build_dataset(pattern, cfg, False, batch_size=e.batch_size):
-        det = {k: v.numpy() for k, v in run(features["image"], features["scale"], features["original_hw"]).items()}
+    for features, inputs in batches:
+        det = {k: v.numpy() for k, v in run(inputs, features["scale"], features["original_hw"]).items()}
         source_id = features["source_id"].numpy()
         results += coco_eval.detections_to_results(source_id, det["boxes_yxyx_abs"], det["scores"], det["classes"],
                                                    det["num_detections"], category_ids)

@@ -5,7 +5,9 @@ Letters: B batch, H W output map (input / ``stride``), C classes, N ``max_detect
 Only ops TFLite and ONNX accept are used on the main path (sigmoid, max_pool, top_k,
 gather, arithmetic, elementwise select): shapes are static, N rows per image always, rows
 past ``num_detections`` are zero. Optional class-wise NMS (``classwise_nms``, also the
-multi-scale merge of ``detect``) uses the padded NMS op, which TFLite and ONNX convert.
+multi-scale merge of ``detect`` with ``eval.merge: nms``) uses the padded NMS op, which
+TFLite and ONNX convert; the original's merge, Gaussian soft-NMS (``classwise_soft_nms``),
+uses ``NonMaxSuppressionV5``.
 """
 from __future__ import annotations
 
@@ -105,6 +107,47 @@ def classwise_nms(boxes_yxyx, scores, classes, max_detections: int, iou: float, 
     live = tf.range(max_detections)[None, :] < count[:, None]  # [B, N]
     scores = tf.where(live, tf.gather(scores, keep, batch_dims=1), 0.0)
     return _keep_above(tf.gather(boxes_yxyx, keep, batch_dims=1), scores,
+                       tf.gather(classes, keep, batch_dims=1), score_threshold)
+
+
+SOFT_NMS_SIGMA = 0.5  # the original's soft_nms(method=2): weight exp(-iou^2 / sigma)
+SOFT_NMS_MIN_SCORE = 0.001  # boxes decayed below this are discarded (the original's threshold)
+
+
+def classwise_soft_nms(boxes_yxyx, scores, classes, max_detections: int, sigma: float = SOFT_NMS_SIGMA,
+                       score_threshold: float = 0.0, min_score: float = SOFT_NMS_MIN_SCORE) -> dict:
+    """The original's multi-scale merge: Gaussian soft-NMS per class, then the best N overall.
+
+    Greedy: the best remaining box is kept and every box of its class is rescored by
+    ``exp(-iou^2 / sigma)``; boxes falling below ``min_score`` are discarded. IoU uses the
+    original's inclusive pixel corners (``+ 1`` on widths and heights). Classes are kept
+    apart by the shift of ``classwise_nms``. Built on ``non_max_suppression_with_scores``
+    (its ``soft_nms_sigma`` is sigma / 2: TF writes the weight as ``exp(-iou^2 / (2 s))``).
+
+    Deliberate difference: the original's merge ignores the ``keep`` list its Cython
+    ``soft_nms`` returns, so a discarded box's row is filled with a copy of the last row;
+    here a discarded box is gone.
+
+    Args and result as ``classwise_nms`` (scores are the decayed ones, descending).
+    """
+    boxes_yxyx, scores = tf.cast(boxes_yxyx, tf.float32), tf.cast(scores, tf.float32)
+    classes = tf.cast(classes, tf.int32)
+    inclusive = tf.concat([boxes_yxyx[..., :2], boxes_yxyx[..., 2:] + 1.0], axis=-1)  # [B, M, 4]
+    low = tf.reduce_min(inclusive, axis=[1, 2], keepdims=True)  # [B, 1, 1]
+    span = tf.reduce_max(inclusive, axis=[1, 2], keepdims=True) - low + 1.0
+    shifted = inclusive - low + tf.cast(classes, tf.float32)[..., None] * span  # [B, M, 4]
+
+    def one(args):
+        image_boxes, image_scores = args
+        keep, kept_scores = tf.image.non_max_suppression_with_scores(
+            image_boxes, image_scores, max_output_size=max_detections, iou_threshold=1.0,
+            score_threshold=min_score, soft_nms_sigma=sigma / 2.0)  # [n] best first
+        pad = max_detections - tf.shape(keep)[0]
+        return (tf.pad(keep, [[0, pad]]), tf.pad(kept_scores, [[0, pad]]))
+
+    keep, kept = tf.map_fn(one, (shifted, scores), fn_output_signature=(
+        tf.TensorSpec([max_detections], tf.int32), tf.TensorSpec([max_detections], tf.float32)))  # [B, N]
+    return _keep_above(tf.gather(boxes_yxyx, keep, batch_dims=1), kept,
                        tf.gather(classes, keep, batch_dims=1), score_threshold)
 
 

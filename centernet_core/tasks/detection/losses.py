@@ -72,8 +72,12 @@ def global_num_objects(mask):
     return tf.maximum(n, 1.0)
 
 
+REGRESSION_NORMALIZERS = {"objects": 1.0, "channels": 2.0}  # size / offset L1 divided by N or 2N
+
+
 def centernet_loss(outputs, targets, num_objects, focal_alpha: float = 2.0, focal_beta: float = 4.0,
-                   size_weight: float = 0.1, offset_weight: float = 1.0) -> dict:
+                   size_weight: float = 0.1, offset_weight: float = 1.0,
+                   regression_normalizer: str = "objects") -> dict:
     """The CenterNet training loss of a (per-replica) batch.
 
     Args:
@@ -83,6 +87,9 @@ def centernet_loss(outputs, targets, num_objects, focal_alpha: float = 2.0, foca
         ``[B, K, 2]``, ``indices`` int32 ``[B, K]``, ``mask`` ``[B, K]``.
       num_objects: the global batch's object count (see ``global_num_objects``); clamped to >= 1.
       focal_alpha, focal_beta, size_weight, offset_weight: ``TrainConfig`` values.
+      regression_normalizer: ``objects``: the size and offset L1 sums are divided by the
+        object count N (Model Garden); ``channels``: by the mask summed over both channels,
+        2N (the original's ``RegL1Loss``, which halves the effective weights).
     Returns:
       float32 scalars ``{"total", "heatmap", "size", "offset"}``; ``size`` and ``offset`` are
       unweighted, ``total = heatmap + size_weight * size + offset_weight * offset``.
@@ -97,5 +104,7 @@ def centernet_loss(outputs, targets, num_objects, focal_alpha: float = 2.0, foca
         terms["offset"] += l1_at_indices(stack["offset"], targets["offset"], targets["indices"], targets["mask"])
     scale = 1.0 / (n * len(outputs))
     losses = {k: tf.cast(v, tf.float32) * scale for k, v in terms.items()}
+    for k in ("size", "offset"):
+        losses[k] = losses[k] / REGRESSION_NORMALIZERS[regression_normalizer]
     losses["total"] = losses["heatmap"] + size_weight * losses["size"] + offset_weight * losses["offset"]
     return losses

@@ -14,9 +14,11 @@ from centernet_core.tasks.base import HeadSpec, Task, register_task
 from centernet_core.tasks.detection import decode as decode_lib
 from centernet_core.tasks.detection import losses, targets
 
-# IoU for merging scales when eval.nms_iou is 0 (its "no NMS" value means nothing for a
-# merge that always needs one).
+# IoU for merging scales with hard NMS (eval.merge: nms) when eval.nms_iou is 0 (its "no
+# NMS" value means nothing for a merge that always needs one). The original merges with
+# Gaussian soft-NMS (eval.merge: soft_nms, the default), not with hard NMS at any IoU.
 MERGE_IOU = 0.5
+MERGES = ("soft_nms", "nms")
 
 
 @register_task("detection")
@@ -35,16 +37,22 @@ class DetectionTask(Task):
 
     def __init__(self, num_classes: int, heatmap_bias: float = -2.19, min_overlap: float = 0.7,
                  focal_alpha: float = 2.0, focal_beta: float = 4.0, size_weight: float = 0.1,
-                 offset_weight: float = 1.0, stride: int = OUTPUT_STRIDE):
+                 offset_weight: float = 1.0, stride: int = OUTPUT_STRIDE, regression_normalizer: str = "objects",
+                 merge: str = "nms"):
         self.num_classes, self.heatmap_bias, self.min_overlap = int(num_classes), float(heatmap_bias), min_overlap
         self.focal_alpha, self.focal_beta = focal_alpha, focal_beta
         self.size_weight, self.offset_weight, self.stride = size_weight, offset_weight, int(stride)
+        if regression_normalizer not in losses.REGRESSION_NORMALIZERS or merge not in MERGES:
+            raise ValueError(f"regression_normalizer {regression_normalizer!r} / merge {merge!r}: valid "
+                             f"{tuple(losses.REGRESSION_NORMALIZERS)} / {MERGES}")
+        self.regression_normalizer, self.merge = regression_normalizer, merge
 
     @classmethod
     def from_config(cls, cfg) -> "DetectionTask":
         m, t = cfg.model, cfg.train
         return cls(m.num_classes, m.heatmap_bias, cfg.data.min_overlap, t.focal_alpha, t.focal_beta,
-                   t.size_weight, t.offset_weight)
+                   t.size_weight, t.offset_weight, regression_normalizer=t.regression_normalizer,
+                   merge=cfg.eval.merge)
 
     def heads(self) -> tuple[HeadSpec, ...]:
         return (HeadSpec("heatmap", self.num_classes, self.heatmap_bias), HeadSpec("size", 2), HeadSpec("offset", 2))
@@ -60,7 +68,7 @@ class DetectionTask(Task):
 
     def loss(self, outputs, targets: dict, num_objects) -> dict:
         return losses.centernet_loss(outputs, targets, num_objects, self.focal_alpha, self.focal_beta,
-                                     self.size_weight, self.offset_weight)
+                                     self.size_weight, self.offset_weight, self.regression_normalizer)
 
     def decode(self, maps: dict, max_detections: int = 100, score_threshold: float = 0.0,
                nms_iou: float = 0.0) -> dict:
@@ -76,6 +84,9 @@ class DetectionTask(Task):
     def merge_scales(self, parts: list[dict], max_detections: int, iou: float, score_threshold: float) -> dict:
         def cat(key):
             return tf.concat([p[key] for p in parts], axis=1)
+        if self.merge == "soft_nms":
+            return decode_lib.classwise_soft_nms(cat("boxes_yxyx_abs"), cat("scores"), cat("classes"),
+                                                 max_detections, score_threshold=score_threshold)
         return decode_lib.classwise_nms(cat("boxes_yxyx_abs"), cat("scores"), cat("classes"), max_detections,
                                         iou or MERGE_IOU, score_threshold)
 
