@@ -42,7 +42,7 @@ def test_match_detections_is_order_free_and_strict_on_boxes():
 
 
 @pytest.fixture(scope="module")
-def exported(shapes_dataset, tmp_path_factory):
+def written(shapes_dataset, tmp_path_factory):
     trained = load_trained(tiny_run(shapes_dataset, tmp_path_factory.mktemp("export-run")))
     out = str(tmp_path_factory.mktemp("export") / "exp")
     summary = export_trained(trained, out, formats=("saved_model", "tflite", "onnx"), tflite_float16=True)
@@ -61,18 +61,18 @@ def _assert_same(reference, other, box_tol=1.0, score_tol=1e-3, require_checked=
     return check["checked"]
 
 
-def test_export_writes_every_format_and_checks_it(exported):
-    _, out, summary = exported
+def test_export_writes_every_format_and_checks_it(written):
+    _, out, summary = written
     assert set(summary["files"]) == {"saved_model", "tflite", "tflite_float16", "onnx"}
     assert all(c["ok"] and c["checked"] > 0 for c in summary["checks"].values()), summary["checks"]
-    for name in ("model.tflite", "model_float16.tflite", "model.onnx", "categories.json", "export.json"):
+    for name in ("model.tflite", "model_float16.tflite", "model.onnx", "categories.json", "config.yaml", "export.json"):
         assert os.path.exists(os.path.join(out, name))
     assets = json.loads(open(os.path.join(out, "saved_model", "assets", "categories.json")).read())
     assert [c["name"] for c in assets] == ["circle", "square", "triangle"] and [c["id"] for c in assets] == [1, 2, 3]
 
 
-def test_saved_model_signatures_match_the_in_memory_model(exported):
-    trained, out, _ = exported
+def test_saved_model_signatures_match_the_in_memory_model(written):
+    trained, out, _ = written
     image = _odd_image()
     detector = build_detector(trained)  # keep a reference: a tf.function method holds its object weakly
     memory = {k: v.numpy() for k, v in detector.image_tensor(tf.constant(image[None])).items()}
@@ -92,8 +92,8 @@ def test_saved_model_signatures_match_the_in_memory_model(exported):
         _assert_same(memory, {k: v.numpy() for k, v in out_sig.items()}, box_tol=1e-3, score_tol=1e-5)
 
 
-def test_saved_model_cli_run_gives_the_same_detections(exported, tmp_path):
-    trained, out, _ = exported
+def test_saved_model_cli_run_gives_the_same_detections(written, tmp_path):
+    trained, out, _ = written
     image = _odd_image(seed=4, hw=(131, 77))
     np.save(tmp_path / "images.npy", image[None])
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -108,8 +108,8 @@ def test_saved_model_cli_run_gives_the_same_detections(exported, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "onnx", "tflite_float16"])
-def test_tflite_and_onnx_agree_with_the_saved_model_at_odd_sizes(exported, fmt):
-    _, out, _ = exported
+def test_tflite_and_onnx_agree_with_the_saved_model_at_odd_sizes(written, fmt):
+    _, out, _ = written
     saved = exported.open_runner(out, "saved_model")
     other = exported.open_runner(out, fmt)
     box_tol, score_tol = TOLERANCE[fmt]  # 1 px and 1e-3; float16 weights: 2 px and 2e-2
@@ -124,10 +124,10 @@ def test_tflite_and_onnx_agree_with_the_saved_model_at_odd_sizes(exported, fmt):
     assert checked > 0
 
 
-def test_a_failed_export_leaves_nothing_and_a_retry_works(exported, tmp_path, monkeypatch):
+def test_a_failed_export_leaves_nothing_and_a_retry_works(written, tmp_path, monkeypatch):
     from centernet_core.inference import export as export_lib
     from centernet_core.errors import ConfigError
-    trained, _, _ = exported
+    trained, _, _ = written
     out = tmp_path / "exp"
 
     def broken_converter(*args, **kwargs):
