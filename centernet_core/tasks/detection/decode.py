@@ -120,8 +120,9 @@ def classwise_soft_nms(boxes_yxyx, scores, classes, max_detections: int, sigma: 
 
     Greedy: the best remaining box is kept and every box of its class is rescored by
     ``exp(-iou^2 / sigma)``; boxes falling below ``min_score`` are discarded. IoU uses the
-    original's inclusive pixel corners (``+ 1`` on widths and heights). Classes are kept
-    apart by the shift of ``classwise_nms``. Built on ``non_max_suppression_with_scores``
+    original's inclusive pixel corners (``+ 1`` on widths and heights). Each class present
+    runs on its own, in unshifted pixels (the shift of ``classwise_nms`` costs float32 bits
+    that soft-NMS's IoU-dependent weights would show). Built on ``non_max_suppression_with_scores``
     (its ``soft_nms_sigma`` is sigma / 2: TF writes the weight as ``exp(-iou^2 / (2 s))``).
 
     Deliberate difference: the original's merge ignores the ``keep`` list its Cython
@@ -133,19 +134,26 @@ def classwise_soft_nms(boxes_yxyx, scores, classes, max_detections: int, sigma: 
     boxes_yxyx, scores = tf.cast(boxes_yxyx, tf.float32), tf.cast(scores, tf.float32)
     classes = tf.cast(classes, tf.int32)
     inclusive = tf.concat([boxes_yxyx[..., :2], boxes_yxyx[..., 2:] + 1.0], axis=-1)  # [B, M, 4]
-    low = tf.reduce_min(inclusive, axis=[1, 2], keepdims=True)  # [B, 1, 1]
-    span = tf.reduce_max(inclusive, axis=[1, 2], keepdims=True) - low + 1.0
-    shifted = inclusive - low + tf.cast(classes, tf.float32)[..., None] * span  # [B, M, 4]
 
-    def one(args):
-        image_boxes, image_scores = args
-        keep, kept_scores = tf.image.non_max_suppression_with_scores(
-            image_boxes, image_scores, max_output_size=max_detections, iou_threshold=1.0,
+    def one_class(image_boxes, image_scores, image_classes, c):
+        """Soft-NMS of class c's boxes (others scored 0, so dropped): indices and scores [N]."""
+        own = tf.where(tf.equal(image_classes, c), image_scores, 0.0)
+        keep, kept = tf.image.non_max_suppression_with_scores(
+            image_boxes, own, max_output_size=max_detections, iou_threshold=1.0,
             score_threshold=min_score, soft_nms_sigma=sigma / 2.0)  # [n] best first
         pad = max_detections - tf.shape(keep)[0]
-        return (tf.pad(keep, [[0, pad]]), tf.pad(kept_scores, [[0, pad]]))
+        return tf.pad(keep, [[0, pad]]), tf.pad(kept, [[0, pad]])
 
-    keep, kept = tf.map_fn(one, (shifted, scores), fn_output_signature=(
+    def one(args):
+        image_boxes, image_scores, image_classes = args
+        present, _ = tf.unique(image_classes)  # per class, in unshifted pixels (exact IoU)
+        keep, kept = tf.map_fn(lambda c: one_class(image_boxes, image_scores, image_classes, c), present,
+                               fn_output_signature=(tf.TensorSpec([max_detections], tf.int32),
+                                                    tf.TensorSpec([max_detections], tf.float32)))  # [P, N]
+        best, order = _top_k(tf.reshape(kept, [1, -1]), max_detections)  # [1, N] over all classes
+        return tf.gather(tf.reshape(keep, [-1]), order[0]), best[0]
+
+    keep, kept = tf.map_fn(one, (inclusive, scores, classes), fn_output_signature=(
         tf.TensorSpec([max_detections], tf.int32), tf.TensorSpec([max_detections], tf.float32)))  # [B, N]
     return _keep_above(tf.gather(boxes_yxyx, keep, batch_dims=1), kept,
                        tf.gather(classes, keep, batch_dims=1), score_threshold)
