@@ -3,8 +3,8 @@
 What its 40.3 / 42.2 / 45.1 AP are measured with (``--keep_res``, ``--flip_test``,
 ``--test_scales``), per image, at the image's own size:
 
-1. for each test scale s: resize the *original* image to ``(int(h s), int(w s))``
-   (bilinear, pixel centres, rounded to uint8 as OpenCV's ``cv2.resize`` returns);
+1. for each test scale s: resize the *original* image to ``(int(h s), int(w s))`` as
+   OpenCV's ``cv2.resize`` (``INTER_LINEAR`` on uint8) does: ``cv_resize_linear``;
 2. pad it black, centred, to ``(side | (divisor - 1)) + 1`` per axis (the next multiple of
    the divisor strictly above ``side``: 640 -> 768 for Hourglass's 128), at the integer
    offset ``(padded // 2 - side // 2)`` of the original's affine transform; normalise;
@@ -14,9 +14,12 @@ What its 40.3 / 42.2 / 45.1 AP are measured with (``--keep_res``, ``--flip_test`
    (``eval.merge``; the original's is Gaussian soft-NMS, sigma 0.5), top 100.
 
 Images differ in size, so this runs one image at a time (batch 1); the graph takes any
-size. Known differences from the original: OpenCV's fixed-point bilinear resize (11-bit
-weights) can differ by one grey level where this float one rounds the other way, and the
-normalisation constants are ``pixels``' three-digit ones (docs/import.md).
+size. Known differences from the original: OpenCV's x86 SIMD path rounds the vertical pass
+of its resize in steps (``VResizeLinearVec_32s8u``) where its scalar path, re-written here,
+rounds once, so a near-tie pixel can differ by one grey level; the normalisation constants
+are ``pixels``' three-digit ones (docs/import.md). The resize matters: a float bilinear
+resize that breaks the many exact half-grey-level ties of scale 1.5 the other way moved
+random-weight scores by 3e-4 (tests/test_original_protocol.py).
 
 Letters: h w the image, N detections.
 """
@@ -36,15 +39,55 @@ def padded_side(side, divisor: int):
     return tf.bitwise.bitwise_or(side, divisor - 1) + 1
 
 
+CV_COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS: bilinear weights in 1/2048
+
+
+def _cv_taps(n_in, n_out):
+    """OpenCV's INTER_LINEAR taps along one axis of ``n_in`` -> ``n_out`` samples: first and
+    second source index and their integer weights (summing to 2048), each int32 ``[n_out]``.
+
+    As ``cv::resize``: ``scale = 1 / (n_out / n_in)`` in double, the source position
+    ``(d + 0.5) scale - 0.5`` rounded to float, its fraction zeroed outside the image, the
+    first weight ``cvRound((1 - f) 2048)`` in float (half to even, as ``tf.round``).
+    """
+    scale = 1.0 / (tf.cast(n_out, tf.float64) / tf.cast(n_in, tf.float64))
+    pos = tf.cast((tf.range(n_out, dtype=tf.float64) + 0.5) * scale - 0.5, tf.float32)
+    lo = tf.floor(pos)
+    edge = (lo < 0.0) | (lo >= tf.cast(n_in - 1, tf.float32))
+    frac = tf.where(edge, 0.0, pos - lo)
+    lo = tf.clip_by_value(tf.cast(lo, tf.int32), 0, n_in - 1)
+    w0 = tf.cast(tf.round((1.0 - frac) * float(1 << CV_COEF_BITS)), tf.int32)
+    return lo, tf.minimum(lo + 1, n_in - 1), w0, (1 << CV_COEF_BITS) - w0
+
+
+def cv_resize_linear(image, new_hw):
+    """``cv2.resize(image, (w', h'))`` (``INTER_LINEAR``) of uint8 ``image`` ``[h, w, 3]`` to
+    ``new_hw`` ``[2]`` (h', w'): uint8 ``[h', w', 3]``, bit-exact with OpenCV's scalar path.
+
+    Separable fixed point: a horizontal pass with 11-bit weights, a vertical one, then
+    ``(v + 2^21) >> 22`` (round half up). At exactly half the size this is also OpenCV's
+    ``INTER_AREA`` shortcut, ``(a + b + c + d + 2) >> 2``. The largest value, 255 x 2^22,
+    fits int32.
+    """
+    hw = tf.shape(image)[:2]
+    pixels = tf.cast(image, tf.int32)
+    x0, x1, a0, a1 = _cv_taps(hw[1], new_hw[1])
+    rows = (tf.gather(pixels, x0, axis=1) * a0[None, :, None]
+            + tf.gather(pixels, x1, axis=1) * a1[None, :, None])  # [h, w', 3], x 2^11
+    y0, y1, b0, b1 = _cv_taps(hw[0], new_hw[0])
+    out = tf.gather(rows, y0) * b0[:, None, None] + tf.gather(rows, y1) * b1[:, None, None]  # x 2^22
+    out = tf.bitwise.right_shift(out + (1 << (2 * CV_COEF_BITS - 1)), 2 * CV_COEF_BITS)
+    return tf.cast(tf.clip_by_value(out, 0, 255), tf.uint8)
+
+
 def original_input(image, scale: float, divisor: int):
     """One test scale of uint8 ``image`` ``[h, w, 3]`` RGB -> (normalised B, G, R float32
     ``[1, H', W', 3]``, offset float32 ``[2]`` (top, left) of the resized image in it)."""
     hw = tf.shape(image)[:2]
-    new_hw = tf.cast(tf.floor(tf.cast(hw, tf.float32) * scale), tf.int32)  # int(h * s), int(w * s)
+    new_hw = tf.cast(tf.floor(tf.cast(hw, tf.float64) * scale), tf.int32)  # int(h * s), int(w * s)
+    if scale != 1.0:  # at 1, cv2.resize copies
+        image = cv_resize_linear(image, new_hw)
     pixels = tf.cast(image, tf.float32)
-    if scale != 1.0:
-        pixels = tf.image.resize(pixels, new_hw, method="bilinear")
-        pixels = tf.clip_by_value(tf.round(pixels), 0.0, 255.0)  # uint8, as cv2.resize returns
     padded = padded_side(new_hw, divisor)  # [2]
     offset = padded // 2 - new_hw // 2  # [2] (top, left)
     rest = padded - new_hw - offset
