@@ -19,9 +19,11 @@ def test_coco_presets_state_the_reference_choices():
         cfg = config_lib.resolve(name, None, None, [])
         assert (cfg.data.augmentation, cfg.data.crowd) == ("reference", "train"), name
         assert cfg.train.regression_normalizer == "objects" and cfg.eval.merge == "soft_nms"
-    assert config_lib.resolve("hourglass104-coco", None, None, []).train.init == "extremenet"
+    hourglass = config_lib.resolve("hourglass104-coco", None, None, [])
+    assert hourglass.train.init == "extremenet" and hourglass.model.bn_unbiased_variance
     default = config_lib.resolve("shapes-tiny", None, None, [])
     assert (default.data.augmentation, default.data.crowd, default.eval.protocol) == ("inside", "ignore", "letterbox")
+    assert not default.model.bn_unbiased_variance
     for bad in ("data.augmentation=nope", "data.crowd=drop", "train.regression_normalizer=2n",
                 "eval.protocol=keep_res", "eval.merge=wbf", "train.init=imagenet"):
         with pytest.raises(config_lib.ConfigError, match=bad.split("=")[0]):
@@ -143,3 +145,33 @@ def test_hourglass_recipe_without_init_checkpoint_warns(monkeypatch, tmp_path):
 
 class _Done:
     status, step, losses, eval = "finished", 0, None, None
+
+
+def test_unbiased_variance_scales_the_moving_variance_update_by_n_over_n_minus_1():
+    """model.bn_unbiased_variance: PyTorch's BatchNorm2d moves running_var towards the batch
+    variance x n / (n - 1) (n = B x H x W); Keras's towards the biased one. From the same
+    start, the two moving-variance updates differ by exactly that factor; normalisation and
+    the moving mean do not change; build_model hands the choice to every ConvBN."""
+    from centernet_core.modeling.layers import ConvBN
+    from centernet_core.modeling.model import _conv_bns, build_model
+
+    x = tf.constant(np.random.default_rng(3).normal(size=(2, 3, 5, 4)), tf.float32)
+    n = 2 * 3 * 5
+    got = {}
+    for unbiased in (False, True):
+        layer = ConvBN(6, 1, momentum=0.0, unbiased_variance=unbiased)  # momentum 0: moving = batch
+        layer.build(x.shape)
+        layer.conv.kernel.assign(tf.eye(4, 6)[None, None])  # identity on the first 4 channels
+        out = layer(x, training=True)
+        got[unbiased] = out.numpy(), layer.bn.moving_variance.numpy(), layer.bn.moving_mean.numpy()
+        assert ConvBN.from_config(layer.get_config()).unbiased_variance == unbiased
+    biased = np.var(x.numpy(), axis=(0, 1, 2))
+    np.testing.assert_allclose(got[False][1][:4], biased, rtol=1e-5)
+    np.testing.assert_allclose(got[True][1][:4], biased * n / (n - 1), rtol=1e-5)
+    np.testing.assert_allclose(got[True][1][:4] / got[False][1][:4], n / (n - 1), rtol=1e-6)
+    np.testing.assert_array_equal(got[True][0], got[False][0])
+    np.testing.assert_array_equal(got[True][2], got[False][2])
+    for flag in (False, True):
+        cfg = config_lib.resolve("shapes-tiny", None, None, [f"model.bn_unbiased_variance={str(flag).lower()}"])
+        layers = _conv_bns(build_model(cfg, load_backbone_weights=False))
+        assert layers and all(layer.unbiased_variance == flag for layer in layers)

@@ -27,6 +27,9 @@ class ModelConfig:
     heatmap_bias: float = -2.19  # log(0.1 / 0.9): prior probability 0.1
     bn_momentum: float = 0.9  # Keras convention (PyTorch's 0.1)
     bn_epsilon: float = 1e-5
+    # training's moving variance from the unbiased batch variance (PyTorch's BatchNorm) instead of
+    # the biased one (Keras's); ConvBN layers (hand-written backbones, FPN path) only
+    bn_unbiased_variance: bool = False
     backbone_weights: str = ""  # "imagenet" (keras.applications' file, resnet50 / mobilenetv2) or a local weights file
     # task keypoints: J, and joint j's mirror image; "auto" / () take them from the training data
     num_keypoints: int | str = AUTO

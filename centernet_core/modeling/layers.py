@@ -74,15 +74,19 @@ class ConvBN(keras.layers.Layer):
       strides: 1 or 2.
       relu: apply ReLU after the batch norm.
       momentum, epsilon: batch norm parameters (Keras convention: momentum 0.9 is PyTorch's 0.1).
+      unbiased_variance: training moves the moving variance towards the batch variance with
+        Bessel's correction, n / (n - 1), n = B x H x W (PyTorch's BatchNorm2d) instead of the
+        biased one (Keras's BatchNormalization). Normalisation itself always uses the biased one.
     """
 
     def __init__(self, filters: int, kernel_size: int = 3, strides: int = 1, relu: bool = True,
-                 momentum: float = 0.9, epsilon: float = 1e-5, **kwargs):
+                 momentum: float = 0.9, epsilon: float = 1e-5, unbiased_variance: bool = False, **kwargs):
         super().__init__(**kwargs)
         if kernel_size % 2 != 1:
             raise ValueError(f"ConvBN needs an odd kernel size, got {kernel_size}")
         self.filters, self.kernel_size, self.strides = int(filters), int(kernel_size), int(strides)
         self.relu, self.momentum, self.epsilon = bool(relu), float(momentum), float(epsilon)
+        self.unbiased_variance = bool(unbiased_variance)
         self._explicit_pad = self.strides > 1 and self.kernel_size > 1
         self._padding = "VALID" if self._explicit_pad else "SAME"
         self.conv = Conv2D(self.filters, self.kernel_size, self.strides,
@@ -131,7 +135,8 @@ class ConvBN(keras.layers.Layer):
         """Keras ``BatchNormalization(training=True)``, as one fused op (and its fused gradient).
 
         Same result and moving-average update as the Keras layer (biased batch variance,
-        ``moving = moving * momentum + batch * (1 - momentum)``), but Keras 3 computes it from
+        ``moving = moving * momentum + batch * (1 - momentum)``; the unbiased one with
+        ``unbiased_variance``, as PyTorch), but Keras 3 computes it from
         separate mean / variance / normalise ops in float32, several passes over the feature
         map forward and backward; ``FusedBatchNormV3`` makes one each way and keeps a
         bfloat16 / float16 input in its dtype (statistics in float32).
@@ -142,8 +147,9 @@ class ConvBN(keras.layers.Layer):
             moving_mean, moving_var = bn.moving_mean.value, bn.moving_variance.value
         out, mean, var = tf.compat.v1.nn.fused_batch_norm(y, gamma, beta, epsilon=self.epsilon,
                                                           is_training=True)[:3]
-        count = tf.cast(tf.reduce_prod(tf.shape(y)[:-1]), tf.float32)
-        var = var * (count - 1.0) / tf.maximum(count, 1.0)  # the op returns the unbiased variance
+        if not self.unbiased_variance:  # the op returns the unbiased variance
+            count = tf.cast(tf.reduce_prod(tf.shape(y)[:-1]), tf.float32)
+            var = var * (count - 1.0) / tf.maximum(count, 1.0)
         m = self.momentum
         bn.moving_mean.assign(moving_mean * m + tf.stop_gradient(mean) * (1.0 - m))
         bn.moving_variance.assign(moving_var * m + tf.stop_gradient(var) * (1.0 - m))
@@ -182,7 +188,7 @@ class ConvBN(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, relu=self.relu,
-                      momentum=self.momentum, epsilon=self.epsilon)
+                      momentum=self.momentum, epsilon=self.epsilon, unbiased_variance=self.unbiased_variance)
         return config
 
 

@@ -97,6 +97,8 @@ def build_model(cfg, backbone: keras.Model | None = None, load_backbone_weights:
                                   bn_epsilon=m.bn_epsilon, weights=m.backbone_weights if load_backbone_weights else "")
     model = CenterNetModel(backbone, build_task(cfg).heads(), m.head_channels, name=f"centernet_{m.backbone}")
     model.build((None, None, None, 3))
+    for layer in _conv_bns(model):  # PyTorch's moving variance (model.bn_unbiased_variance)
+        layer.unbiased_variance = m.bn_unbiased_variance
     return model
 
 
