@@ -2,15 +2,8 @@
 import json
 import os
 
-import pytest
-
 from test_cli_foundation import run_cli
-from tiny_run import tiny_run
-
-
-@pytest.fixture(scope="module")
-def run_dir(shapes_dataset, tmp_path_factory):
-    return tiny_run(shapes_dataset, tmp_path_factory.mktemp("report-run"))
+from test_evaluate import run_dir  # noqa: F401  (the tiny trained run, a fixture)
 
 
 def test_eval_report_of_a_checkpoint_and_of_its_results_file(run_dir, shapes_dataset, tmp_path):
