@@ -1,4 +1,4 @@
-"""Drawing labelled detection boxes on a picture with Pillow (no TensorFlow)."""
+"""Drawing labelled detection boxes (and keypoint skeletons) on a picture with Pillow (no TensorFlow)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,14 +25,34 @@ def _font(image_hw: tuple[int, int]):
         return ImageFont.load_default()
 
 
+JOINT_FILL = (255, 255, 255)  # joints: white dots ringed in the class colour
+
+
+def draw_skeleton(draw: ImageDraw.ImageDraw, keypoints_yx_abs: np.ndarray, edges: Sequence[tuple[int, int]],
+                  color: tuple[int, int, int], line: int) -> None:
+    """One object's skeleton: a ``color`` line per edge (0-based joint pair), then a dot per joint.
+
+    keypoints_yx_abs: [J, 2] (y, x) in the image's pixels.
+    """
+    yx = np.asarray(keypoints_yx_abs, np.float64)
+    for a, b in edges:
+        draw.line([(yx[a, 1], yx[a, 0]), (yx[b, 1], yx[b, 0])], fill=color, width=line)
+    r = line + 1
+    for y, x in yx:
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=JOINT_FILL, outline=color)
+
+
 def draw_detections(image: Image.Image, boxes_yxyx_abs: np.ndarray, scores: Sequence[float],
-                    class_ids: Sequence[int], labels: Sequence[str]) -> Image.Image:
+                    class_ids: Sequence[int], labels: Sequence[str], keypoints_yx_abs: np.ndarray | None = None,
+                    edges: Sequence[tuple[int, int]] = ()) -> Image.Image:
     """Return an RGB copy of ``image`` with each box outlined and captioned "label 0.87".
 
     Args:
       image: any Pillow image (converted to RGB).
       boxes_yxyx_abs: [N, 4] (ymin, xmin, ymax, xmax) in the image's pixels.
       scores: [N]; class_ids: [N] (pick the colour); labels: [N] caption text.
+      keypoints_yx_abs: [N, J, 2] (y, x) pixels (the keypoints task): each object's skeleton
+        is drawn in its class colour along ``edges`` (0-based joint pairs), joints as dots.
     """
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
@@ -45,6 +65,8 @@ def draw_detections(image: Image.Image, boxes_yxyx_abs: np.ndarray, scores: Sequ
         xmin, xmax = sorted((xmin, xmax))
         color = color_for(class_ids[i])
         draw.rectangle([xmin, ymin, xmax, ymax], outline=color, width=line)
+        if keypoints_yx_abs is not None:
+            draw_skeleton(draw, keypoints_yx_abs[i], edges, color, max(2, line))
         caption = f"{labels[i]} {float(scores[i]):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
         tw, th = right - left, bottom - top + 2

@@ -7,9 +7,9 @@ from centernet_core import config as C
 from centernet_core import run_dir
 from centernet_core.errors import ConfigError
 
-PRESETS = ["dla34-coco", "dla34-custom", "hourglass104-coco", "hourglass104-finetune", "mobilenetv2-coco",
-           "mobilenetv2-custom", "resnet18-coco", "resnet18-custom", "resnet50-coco", "shapes-keypoints-tiny",
-           "shapes-tiny"]
+PRESETS = ["dla34-coco", "dla34-custom", "dla34-pose-coco", "hourglass104-coco", "hourglass104-finetune",
+           "hourglass104-pose-coco", "mobilenetv2-coco", "mobilenetv2-custom", "resnet18-coco", "resnet18-custom",
+           "resnet50-coco", "shapes-keypoints-tiny", "shapes-tiny"]
 PROFILES = ["cpu", "cpu-bf16", "gpu", "gpu-x8", "multiworker", "tpu-v3-8"]
 
 

@@ -60,3 +60,34 @@ def test_eval_prints_keypoint_ap_equal_to_cocoeval(kites, tmp_path):
     from_records = evaluate_checkpoint(run)
     for name in keypoint_eval.STAT_NAMES:
         assert from_records[name] == pytest.approx(metrics[name], abs=1e-6)
+
+
+def test_eval_detections_scores_keypoint_results_as_cocoeval(kites, tmp_path):
+    """`centernet eval --detections` on a results json with keypoints (predict's detections.json
+    format): keypoint AP beside box AP, equal to COCOeval("keypoints") with the json's sigmas."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    from centernet_core.inference.evaluate import evaluate_detections
+    annotations = os.path.join(kites, "instances_val.json")
+    results = _ground_truth_as_results(annotations)
+    rng = np.random.default_rng(0)
+    for r in results:  # joints moved by up to 3 px, v written as 1 (COCO's results)
+        xyv = np.asarray(r["keypoints"], np.float64).reshape(-1, 3)
+        xyv[:, :2] += rng.uniform(-3, 3, (len(xyv), 2))
+        xyv[:, 2] = 1
+        r["keypoints"] = [round(float(v), 2) for v in xyv.reshape(-1)]
+    path = str(tmp_path / "detections.json")
+    json.dump(results, open(path, "w"))
+    metrics = evaluate_detections(path, annotations)
+    assert metrics["AP"] == pytest.approx(1.0) and 0.0 < metrics["kp_AP"] < 1.0
+    gt = COCO(annotations)
+    ev = COCOeval(gt, gt.loadRes(path), "keypoints")
+    ev.params.kpt_oks_sigmas = np.array([0.08] * 4)  # the kite json's category states them
+    ev.evaluate(), ev.accumulate(), ev.summarize()
+    for name, value in zip(keypoint_eval.STAT_NAMES, ev.stats):
+        assert metrics[name] == pytest.approx(value, abs=1e-9), name
+    tight = evaluate_detections(path, annotations, keypoint_sigmas=[0.02] * 4)["kp_AP"]
+    assert tight < metrics["kp_AP"]  # the sigmas are used
+    boxes_only = str(tmp_path / "boxes.json")
+    json.dump([{k: v for k, v in r.items() if k != "keypoints"} for r in results], open(boxes_only, "w"))
+    assert "kp_AP" not in evaluate_detections(boxes_only, annotations)  # detection results: box AP only

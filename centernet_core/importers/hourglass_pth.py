@@ -11,11 +11,16 @@ The mapping is a plan built from the architecture, one entry per Keras layer:
   cnvs.{i}                              -> features_{i}
   inters_.{i} / cnvs_.{i} (0: conv, 1: bn) -> inter{i}_input / inter{i}_features
   hm | wh | reg .{i} (0.conv, 1)        -> head_heatmap | head_size | head_offset _{i}
+  hps | hm_hp | hp_offset .{i}          -> head_joints | head_keypoint_heatmap | head_keypoint_offset _{i}
+                                           (multi_pose checkpoints, ``model.task: keypoints``)
 
 Residual keys: conv1/bn1, conv2/bn2, skip.0/skip.1. Conv weights go OIHW -> HWIO; BN
 weight, bias, running_mean, running_var -> gamma, beta, moving_mean, moving_variance
-(``num_batches_tracked`` is dropped). The original's 'wh' is (w, h) and 'reg' is (dx, dy):
-their output channels are reversed into this model's (h, w) and (dy, dx). Leading
+(``num_batches_tracked`` is dropped). The original's 'wh' is (w, h), 'reg' and 'hp_offset'
+are (dx, dy) and 'hps' is (dx, dy) per joint, interleaved (x0, y0, x1, y1, ...): the two
+channels of every pair are swapped into this model's (h, w), (dy, dx) and (dy0, dx0, ...).
+A multi_pose import is COCO person with COCO's 17 keypoints (names, skeleton, flip pairs and
+OKS sigmas in the run's ``dataset.meta.json``). Leading
 ``module.`` prefixes (DataParallel, CornerNet's DummyModule) are removed.
 
 The import is all or nothing: a key the plan does not use, a key it needs that is absent,
@@ -41,7 +46,11 @@ from centernet_core.importers.pytorch_layout import (BN_FIELDS, ConvBNEntry, fla
 from centernet_core.importers.torch_pickle import CheckpointError
 
 BACKBONE_PREFIXES = ("pre.", "kps.", "cnvs.", "inters.", "inters_.", "cnvs_.")
-HEAD_KEYS = {"hm": ("heatmap", False), "wh": ("size", True), "reg": ("offset", True)}  # name, reverse channels
+HEAD_KEYS = {"hm": ("heatmap", False), "wh": ("size", True), "reg": ("offset", True)}  # name, swap (x, y) pairs
+POSE_HEAD_KEYS = {"hps": ("joints", True), "hm_hp": ("keypoint_heatmap", False), "hp_offset": ("keypoint_offset", True)}
+# COCO's person skeleton (1-based keypoint pairs, person_keypoints_*.json's category).
+COCO_SKELETON = ((16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
+                 (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7))
 
 # COCO's 80 detection classes in id order (the original's contiguous class order); the ids
 # run 1..90 without the ten that COCO never annotated.
@@ -64,7 +73,7 @@ class HeadEntry:
 
     prefix: str
     layer: str
-    reverse: bool  # reverse the output channels: (w, h) -> (h, w), (dx, dy) -> (dy, dx)
+    reverse: bool  # swap each (x, y) channel pair: (w, h) -> (h, w), (dx, dy) -> (dy, dx), per joint for hps
 
     def keys(self) -> list[str]:
         return [f"{self.prefix}.0.conv.weight", f"{self.prefix}.0.conv.bias",
@@ -98,8 +107,9 @@ def _hourglass_level(torch_prefix: str, layer: str, channels, blocks) -> list[Co
     return entries
 
 
-def hourglass_plan(num_stacks: int, heads: bool = True) -> list:
-    """Every PyTorch -> Keras layer correspondence of a ``num_stacks`` Hourglass CenterNet."""
+def hourglass_plan(num_stacks: int, heads: bool = True, keypoints: bool = False) -> list:
+    """Every PyTorch -> Keras layer correspondence of a ``num_stacks`` Hourglass CenterNet
+    (``keypoints``: with the multi_pose heads)."""
     dim = HOURGLASS_CHANNELS[0]
     plan = [ConvBNEntry("pre.0.conv", "pre.0.bn", "stem_conv")]
     plan += _residual("pre.1", "stem_res", STEM_CHANNELS, dim, 2)
@@ -111,8 +121,9 @@ def hourglass_plan(num_stacks: int, heads: bool = True) -> list:
             plan.append(ConvBNEntry(f"cnvs_.{i}.0", f"cnvs_.{i}.1", f"inter{i}_features"))
             plan += _residual(f"inters.{i}", f"inter{i}_res", dim, dim, 1)
     if heads:
+        keys = {**HEAD_KEYS, **POSE_HEAD_KEYS} if keypoints else HEAD_KEYS
         plan += [HeadEntry(f"{key}.{i}", head_name(name, i), reverse)
-                 for i in range(num_stacks) for key, (name, reverse) in HEAD_KEYS.items()]
+                 for i in range(num_stacks) for key, (name, reverse) in keys.items()]
     return plan
 
 
@@ -125,8 +136,9 @@ def _targets(entry, layers: dict, sd: dict) -> list[tuple]:
         return pairs
     out_w = hwio(sd[f"{entry.prefix}.1.weight"])
     out_b = sd[f"{entry.prefix}.1.bias"]
-    if entry.reverse:
-        out_w, out_b = out_w[..., ::-1], out_b[::-1]
+    if entry.reverse and out_b.shape[0] % 2 == 0:  # (x, y) pairs -> (y, x); odd counts fail the shape check
+        swap = np.arange(out_b.shape[0]).reshape(-1, 2)[:, ::-1].reshape(-1)
+        out_w, out_b = out_w[..., swap], out_b[swap]
     conv = f"{entry.prefix}.0.conv"
     return [(layer.conv.kernel, hwio(sd[f"{conv}.weight"]), f"{conv}.weight"),
             (layer.conv.bias, sd[f"{conv}.bias"], f"{conv}.bias"),
@@ -141,8 +153,8 @@ def assign_hourglass(model, state: dict[str, np.ndarray], num_stacks: int, backb
     their initial values. Raises CheckpointError, before changing any variable, listing the
     missing keys, the unused keys and the shape mismatches. Returns counts of what was done.
     """
-    plan = hourglass_plan(num_stacks, heads=not backbone_only)
     layers = flat_layers(model)
+    plan = hourglass_plan(num_stacks, heads=not backbone_only, keypoints=head_name("joints", 0) in layers)
     absent_layers = sorted({e.layer for e in plan} - set(layers))
     if absent_layers:
         raise CheckpointError(listing(f"the model {model.name} lacks layers the import needs", absent_layers))
@@ -154,7 +166,9 @@ def assign_hourglass(model, state: dict[str, np.ndarray], num_stacks: int, backb
     if missing:
         problems.append(listing("missing keys", missing))
     if extra:
-        problems.append(listing("keys with no place in the model", extra))
+        pose = any(k.startswith("hps.") for k in extra)
+        problems.append(listing("keys with no place in the model", extra)
+                        + ("; a multi_pose checkpoint: --experiment hourglass104-pose-coco" if pose else ""))
     if problems:
         raise CheckpointError("checkpoint does not fit the Hourglass model; " + "; ".join(problems))
     targets = [t for e in plan for t in _targets(e, layers, usable)]
@@ -183,6 +197,8 @@ def _run_metadata(cfg, categories_from: str | None, backbone_only: bool, source:
         meta = metadata.load_metadata(categories_from)
     elif backbone_only:
         return None  # the heads are new: their classes come from the dataset trained on next
+    elif cfg.model.task == "keypoints":
+        return coco_person_metadata(cfg, source)
     elif cfg.model.num_classes == len(COCO_CATEGORIES):
         meta = {"format": metadata.FORMAT, "categories": [dict(c) for c in COCO_CATEGORIES],
                 "source": {"imported_from": source}}
@@ -193,6 +209,19 @@ def _run_metadata(cfg, categories_from: str | None, backbone_only: bool, source:
         raise ConfigError(f"--categories {categories_from} has {len(meta['categories'])} categories but "
                           f"model.num_classes={cfg.model.num_classes}; use the dataset the checkpoint was trained on")
     return meta
+
+
+def coco_person_metadata(cfg, source: str) -> dict:
+    """COCO person (id 1) with COCO's 17 keypoints: what the original's multi_pose checkpoints hold."""
+    if (cfg.model.num_classes, cfg.model.num_keypoints) != (1, len(metadata.COCO_KEYPOINTS)):
+        raise ConfigError(f"a multi_pose import is COCO person with 17 keypoints; the config has model.num_classes="
+                          f"{cfg.model.num_classes}, model.num_keypoints={cfg.model.num_keypoints} "
+                          "(use --experiment hourglass104-pose-coco)")
+    names = list(metadata.COCO_KEYPOINTS)
+    return {"format": metadata.FORMAT, "categories": [{"index": 0, "id": 1, "name": "person"}],
+            "keypoints": {"names": names, "skeleton": [list(e) for e in COCO_SKELETON],
+                          "flip": metadata.flip_from_names(names), "sigmas": list(metadata.COCO_SIGMAS)},
+            "source": {"imported_from": source}}
 
 
 def import_centernet_pth(path: str, output_dir: str, cfg, backbone_only: bool = False,

@@ -36,16 +36,28 @@ def _xywh(boxes_yxyx_abs: np.ndarray) -> np.ndarray:
 
 
 def image_results(image_id: int, boxes_yxyx_abs: np.ndarray, scores: np.ndarray,
-                  category_ids: np.ndarray) -> list[dict]:
+                  category_ids: np.ndarray, keypoints_yx_abs: np.ndarray | None = None) -> list[dict]:
     """One image's detections as COCO result dicts.
 
-    Args: boxes_yxyx_abs [n, 4] original-image pixels; scores [n]; category_ids [n] original ids.
+    Args: boxes_yxyx_abs [n, 4] original-image pixels; scores [n]; category_ids [n] original ids;
+      keypoints_yx_abs [n, J, 2] (y, x) original pixels (the keypoints task) or None.
     Returns: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``, rounded to
-      0.01 px and 1e-5 in score (as written to the json).
+      0.01 px and 1e-5 in score (as written to the json); with keypoints each also holds
+      COCO's keypoint result ``"keypoints": [x, y, v] * J`` (v = 1, as the original writes).
     """
     xywh = _xywh(boxes_yxyx_abs).reshape(-1, 4)
-    return [{"image_id": int(image_id), "category_id": int(c), "bbox": [round(float(v), 2) for v in box],
+    rows = [{"image_id": int(image_id), "category_id": int(c), "bbox": [round(float(v), 2) for v in box],
              "score": round(float(s), 5)} for box, s, c in zip(xywh, scores, category_ids)]
+    for row, yx in zip(rows, [] if keypoints_yx_abs is None else keypoints_yx_abs):
+        row["keypoints"] = keypoint_triplets(yx)
+    return rows
+
+
+def keypoint_triplets(keypoints_yx_abs: np.ndarray) -> list[float]:
+    """[J, 2] (y, x) pixels -> COCO's flat ``[x, y, v] * J`` (v = 1), rounded to 0.01 px."""
+    yx = np.asarray(keypoints_yx_abs, np.float64).reshape(-1, 2)
+    flat = np.stack([yx[:, 1], yx[:, 0], np.ones(len(yx))], axis=1).reshape(-1)
+    return [round(float(v), 2) for v in flat]
 
 
 def detections_to_results(image_ids: Sequence[int], boxes_yxyx_abs: np.ndarray, scores: np.ndarray,

@@ -164,15 +164,25 @@ def evaluate_checkpoint(path: str, *, annotations: str | None = None, output: st
 
 
 def evaluate_detections(detections: str, annotations: str, per_class: bool = False, report: str | None = None,
-                        pictures: str | None = None) -> dict:
+                        pictures: str | None = None, keypoint_sigmas: Sequence[float] = ()) -> dict:
     """``centernet eval --detections``: COCOeval of a results json against an instances json.
 
     The numbers are exactly those of running pycocotools' COCOeval on the two files.
+    Results with ``keypoints`` (``[x, y, v] * J``, as the keypoints task writes them) against
+    annotations whose categories name keypoints are also scored by COCOeval("keypoints")
+    (the ``kp_*`` numbers), with ``keypoint_sigmas``, else the json category's ``sigmas``,
+    else COCO's 17 for J = 17 (``keypoint_eval.sigmas_for``).
     ``report``: write the evaluation report there (pictures from the records ``pictures``
     when given; no heatmaps: there is no model).
     """
     results = coco_eval.read_results(detections)
-    metrics = coco_eval.evaluate_results(annotations, results, per_class=per_class)
+    coco_gt = coco_eval.load_ground_truth(annotations)
+    metrics = coco_eval.evaluate_results(coco_gt, results, per_class=per_class)
+    layouts = [c for c in coco_gt.dataset.get("categories", []) if c.get("keypoints")]
+    if layouts and any("keypoints" in r for r in results):
+        sigmas = keypoint_sigmas or layouts[0].get("sigmas") or ()
+        metrics.update(keypoint_eval.evaluate_keypoints(coco_gt, results, keypoint_eval.sigmas_for(
+            len(layouts[0]["keypoints"]), sigmas)))
     if report:
         from centernet_core.inference import report_sources
         loader = report_sources.record_pictures(pictures) if pictures else None

@@ -9,6 +9,9 @@ file is a picture (unreadable files are skipped and listed) and draws.
 Writes into ``output_dir`` (never next to the inputs: a directory holding an input is refused):
 ``NAME`` (the picture with labelled boxes), ``NAME.json`` (its detections), ``detections.json``
 (COCO results, ``image_id`` as in ``images.json``) and ``images.json`` (id, file, size).
+A keypoints model's pictures also show each object's skeleton (the run's keypoint layout:
+``dataset.meta.json`` of a run, the categories of an export; ``tasks.keypoints.layout``) and
+its json rows carry COCO's keypoint results, ``keypoints: [x, y, v] * J`` in original pixels.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from centernet_core.inference import coco_eval
 from centernet_core.inference import exported
 from centernet_core.draw import draw_detections
 from centernet_core.errors import ConfigError, DataError
+from centernet_core.tasks.keypoints import layout as keypoint_layout
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _TF_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads
@@ -104,19 +108,24 @@ class Predictor:
             self.precision_note = precision_lib.apply(precision) if precision != "float32" else ""
             trained = load_trained(path)
             detector = build_detector(trained)
-            self.categories = trained.categories
+            self.categories = keypoint_layout.annotate(trained.categories, keypoint_layout.of_run(path))
             self._encoded = lambda data: {k: v.numpy() for k, v in
                                           detector.encoded_image(tf.constant(data, dtype=tf.string)).items()}
         self.names = {int(c["id"]): str(c["name"]) for c in self.categories}
+        self.keypoint_layout = keypoint_layout.of_categories(self.categories)  # None: no keypoints
 
     def __call__(self, encoded: list[bytes]) -> list[dict]:
-        """Serving outputs per image: ``boxes_yxyx_abs`` [n, 4], ``scores`` [n], ``category_ids`` [n]."""
+        """Serving outputs per image: ``boxes_yxyx_abs`` [n, 4], ``scores`` [n], ``category_ids`` [n]
+        (keypoints task: ``keypoints_yx_abs`` [n, J, 2] and ``keypoint_scores`` [n, J] too)."""
         out = self._encoded(encoded)
         result = []
         for b in range(len(encoded)):
             n = int(out["num_detections"][b])
             result.append({"boxes_yxyx_abs": out["detection_boxes"][b, :n], "scores": out["detection_scores"][b, :n],
                            "category_ids": out["detection_classes"][b, :n].astype(np.int64)})
+            if "detection_keypoints" in out:
+                result[-1].update(keypoints_yx_abs=out["detection_keypoints"][b, :n],
+                                  keypoint_scores=out["detection_keypoint_scores"][b, :n])
         return result
 
 
@@ -158,18 +167,22 @@ def _output_name(path: str, image: Image.Image, taken: set) -> str:
     return name
 
 
-def _write(item: _Item, det: dict, names: dict, output_dir: str, image_id: int, threshold: float) -> tuple[dict, list]:
-    """Draw and write one image's outputs; return its summary row and its COCO results."""
+def _write(item: _Item, det: dict, names: dict, output_dir: str, image_id: int, threshold: float,
+           edges=()) -> tuple[dict, list]:
+    """Draw and write one image's outputs; return its summary row and its COCO results.
+    ``edges``: the skeleton's 0-based joint pairs (keypoints task)."""
     keep = det["scores"] >= threshold
     yxyx, scores, ids = det["boxes_yxyx_abs"][keep], det["scores"][keep], det["category_ids"][keep]
+    keypoints = det["keypoints_yx_abs"][keep] if "keypoints_yx_abs" in det else None  # [n, J, 2]
     labels = [names.get(int(c), str(int(c))) for c in ids]
-    picture = draw_detections(item.image, yxyx, scores, ids, labels)
+    picture = draw_detections(item.image, yxyx, scores, ids, labels, keypoints, edges)
     buf = io.BytesIO()
     picture.save(buf, format=Image.registered_extensions()[os.path.splitext(item.name)[1].lower()])
     storage.write_bytes_atomic(storage.join(output_dir, item.name), buf.getvalue())
-    results = coco_eval.image_results(image_id, yxyx, scores, ids)  # the COCO rows of detections.json
+    results = coco_eval.image_results(image_id, yxyx, scores, ids, keypoints)  # the COCO rows of detections.json
     rows = [{"category_id": r["category_id"], "category": label, "score": r["score"], "bbox_xywh": r["bbox"],
-             "bbox_yxyx": [round(float(v), 2) for v in y]} for r, label, y in zip(results, labels, yxyx)]
+             "bbox_yxyx": [round(float(v), 2) for v in y], **({"keypoints": r["keypoints"]} if "keypoints" in r else {})}
+            for r, label, y in zip(results, labels, yxyx)]
     record = {"file": item.path, "width": item.image.width, "height": item.image.height, "detections": rows}
     storage.write_text_atomic(storage.join(output_dir, item.name + ".json"),
                               json.dumps(record, indent=1, ensure_ascii=False))
@@ -232,7 +245,8 @@ def predict_images(inputs: Sequence[str], model: str | Predictor, output_dir: st
                 summary.skipped.append((it.path, det))
             else:
                 image_id = len(images) + 1
-                row, res = _write(it, det, predictor.names, output_dir, image_id, threshold)
+                row, res = _write(it, det, predictor.names, output_dir, image_id, threshold,
+                                  keypoint_layout.edges(getattr(predictor, "keypoint_layout", None)))
                 images.append({"id": image_id, "file_name": it.name, "source": it.path,
                                "width": it.image.width, "height": it.image.height})
                 summary.images.append(row)

@@ -12,7 +12,10 @@ Arithmetic the TF model has to reproduce:
 - up path: ``low3`` (the channel change happens in its *last* block), nearest 2x
   upsampling, then ``up1 + up2``;
 - between stacks: ``relu(inters_[i](inter) + cnvs_[i](cnv))`` -> ``inters[i]`` (residual);
-- heads: 3x3 conv with bias, ReLU, 1x1 conv with bias; 'wh' is (w, h), 'reg' is (dx, dy).
+- heads: 3x3 conv with bias, ReLU, 1x1 conv with bias; 'wh' is (w, h), 'reg' is (dx, dy);
+- multi_pose heads (``pose_heads``): 'hps' 2K joint offsets from the centre, (dx, dy) per
+  joint interleaved (x0, y0, x1, y1, ...); 'hm_hp' K keypoint heatmaps; 'hp_offset' (dx, dy).
+  Every head whose name contains 'hm' starts with bias -2.19 (the original's test).
 """
 from __future__ import annotations
 
@@ -78,6 +81,11 @@ class HourglassModule(nn.Module):
         return self.up1(x) + up2
 
 
+def pose_heads(num_joints: int = 17) -> dict:
+    """The original's multi_pose heads for one class (person) with ``num_joints`` keypoints."""
+    return {"hm": 1, "wh": 2, "hps": 2 * num_joints, "reg": 2, "hm_hp": num_joints, "hp_offset": 2}
+
+
 def _head(cnv_dim: int, mid: int, out: int, bias: float = 0.0) -> nn.Sequential:
     head = nn.Sequential(ConvBnRelu(3, cnv_dim, mid, with_bn=False), nn.Conv2d(mid, out, 1))
     nn.init.constant_(head[1].bias, bias)
@@ -85,17 +93,17 @@ def _head(cnv_dim: int, mid: int, out: int, bias: float = 0.0) -> nn.Sequential:
 
 
 class HourglassNet(nn.Module):
-    """The original's ``HourglassNet`` with heads {'hm': C, 'wh': 2, 'reg': 2}.
+    """The original's ``HourglassNet`` with heads {'hm': C, 'wh': 2, 'reg': 2} (or ``heads``).
 
     ``forward`` takes a normalised BGR image [B, 3, S, S] and returns one dict per stack
     with 'hm' [B, C, S/4, S/4] logits, 'wh' and 'reg' [B, 2, S/4, S/4].
     """
 
     def __init__(self, num_classes: int = 80, order: int = 5, dims=HOURGLASS104["dims"],
-                 blocks=HOURGLASS104["blocks"], stacks: int = 2, cnv_dim: int = 256):
+                 blocks=HOURGLASS104["blocks"], stacks: int = 2, cnv_dim: int = 256, heads: dict | None = None):
         super().__init__()
         cur = dims[0]
-        self.heads = {"hm": num_classes, "wh": 2, "reg": 2}
+        self.heads = dict(heads) if heads else {"hm": num_classes, "wh": 2, "reg": 2}
         self.pre = nn.Sequential(ConvBnRelu(7, 3, 128, stride=2), Residual(128, cur, stride=2))
         self.kps = nn.ModuleList([HourglassModule(order, dims, blocks) for _ in range(stacks)])
         self.cnvs = nn.ModuleList([ConvBnRelu(3, cur, cnv_dim) for _ in range(stacks)])
@@ -105,7 +113,7 @@ class HourglassNet(nn.Module):
         self.cnvs_ = nn.ModuleList([nn.Sequential(nn.Conv2d(cnv_dim, cur, 1, bias=False), nn.BatchNorm2d(cur))
                                     for _ in range(stacks - 1)])
         for name, out in self.heads.items():
-            bias = -2.19 if name == "hm" else 0.0
+            bias = -2.19 if "hm" in name else 0.0  # the original's test: hm and hm_hp
             setattr(self, name, nn.ModuleList([_head(cnv_dim, cur, out, bias) for _ in range(stacks)]))
 
     def forward(self, image):

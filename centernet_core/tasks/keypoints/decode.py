@@ -57,21 +57,21 @@ def snap(joints_yx, boxes_yxyx, peak_scores, peak_yx, threshold: float):
     Returns: (joints ``[B, N, J, 2]``, snapped bool ``[B, N, J]``, chosen peak scores ``[B, N, J]``).
     """
     live = peak_scores > threshold  # [B, J, M]
-    diff = joints_yx[:, :, :, None, :] - peak_yx[:, None]  # [B, N, J, M, 2]
+    diff = tf.expand_dims(joints_yx, 3) - tf.expand_dims(peak_yx, 1)  # [B, N, J, M, 2]
     dist = tf.sqrt(tf.reduce_sum(diff * diff, axis=-1))  # [B, N, J, M]
-    dist = tf.where(live[:, None], dist, _FAR)
+    dist = tf.where(tf.expand_dims(live, 1), dist, _FAR)
     nearest = tf.argmin(dist, axis=-1, output_type=tf.int32)  # [B, N, J]
     min_dist = tf.reduce_min(dist, axis=-1)  # [B, N, J]
     n = tf.shape(joints_yx)[1]
-    scores = tf.tile(peak_scores[:, None], [1, n, 1, 1])  # [B, N, J, M]
+    scores = tf.tile(tf.expand_dims(peak_scores, 1), [1, n, 1, 1])  # [B, N, J, M]
     chosen_score = tf.gather(scores, nearest, batch_dims=3)  # [B, N, J]
-    chosen = tf.gather(tf.tile(peak_yx[:, None], [1, n, 1, 1, 1]), nearest, batch_dims=3)  # [B, N, J, 2]
+    chosen = tf.gather(tf.tile(tf.expand_dims(peak_yx, 1), [1, n, 1, 1, 1]), nearest, batch_dims=3)  # [B, N, J, 2]
     y0, x0, y1, x1 = [t[..., None] for t in tf.unstack(boxes_yxyx, 4, axis=-1)]  # [B, N, 1] each
     cy, cx = chosen[..., 0], chosen[..., 1]
     in_box = (cy >= y0) & (cy <= y1) & (cx >= x0) & (cx <= x1)
     reach = SNAP_DISTANCE * tf.maximum(y1 - y0, x1 - x0)  # [B, N, 1]
     snapped = in_box & (chosen_score > threshold) & (min_dist <= reach)
-    return tf.where(snapped[..., None], chosen, joints_yx), snapped, chosen_score
+    return tf.where(tf.expand_dims(snapped, -1), chosen, joints_yx), snapped, chosen_score
 
 
 def decode(maps: dict, max_detections: int = 100, score_threshold: float = 0.0,
@@ -101,7 +101,7 @@ def decode(maps: dict, max_detections: int = 100, score_threshold: float = 0.0,
     cy, cx = ys + dyx[..., 0], xs + dyx[..., 1]
     boxes = tf.stack([cy - hw[..., 0] / 2, cx - hw[..., 1] / 2, cy + hw[..., 0] / 2, cx + hw[..., 1] / 2], -1)
     joints = _gather_cells(maps["joints"], pixel)  # [B, N, 2J]
-    joints = tf.reshape(joints, [b, max_detections, -1, 2]) + tf.stack([ys, xs], -1)[:, :, None, :]
+    joints = tf.reshape(joints, [b, max_detections, -1, 2]) + tf.expand_dims(tf.stack([ys, xs], -1), 2)
     peak_scores, peak_yx = keypoint_peaks(maps["keypoint_heatmap"], maps["keypoint_offset"], max_detections)
     joints, snapped, chosen_score = snap(joints, boxes, peak_scores, peak_yx, keypoint_threshold)
     # Probability at each regressed joint's cell (clipped into the map) for unsnapped joints.
@@ -121,7 +121,7 @@ def keep_above(boxes, scores, classes, keypoints, keypoint_scores, score_thresho
     """Detection's ``_keep_above`` with the keypoints: rows scoring <= threshold become zero."""
     out = det_decode._keep_above(boxes, scores, classes, score_threshold)
     valid = scores > score_threshold
-    out["keypoints_yx_abs"] = tf.where(valid[..., None, None], keypoints, 0.0)
+    out["keypoints_yx_abs"] = tf.where(tf.expand_dims(tf.expand_dims(valid, -1), -1), keypoints, 0.0)
     out["keypoint_scores"] = tf.where(valid[..., None], keypoint_scores, 0.0)
     return out
 
@@ -176,5 +176,5 @@ def merge_flip(maps: dict, maps_flipped: dict, flip_index) -> dict:
 
 def to_original(keypoints_yx_abs, scale, original_hw):
     """Keypoints ``[B, N, J, 2]`` from input pixels to the original image, clipped to it."""
-    kp = tf.cast(keypoints_yx_abs, tf.float32) / tf.cast(scale, tf.float32)[:, None, None, None]
-    return tf.clip_by_value(kp, 0.0, tf.cast(original_hw, tf.float32)[:, None, None, :])
+    kp = tf.cast(keypoints_yx_abs, tf.float32) / tf.reshape(tf.cast(scale, tf.float32), [-1, 1, 1, 1])
+    return tf.clip_by_value(kp, 0.0, tf.reshape(tf.cast(original_hw, tf.float32), [-1, 1, 1, 2]))
