@@ -23,6 +23,9 @@ which the interpreter reads as garbage.
 Check: each written format is loaded by its own runtime and run on a test picture; its
 detections must match the SavedModel's (``exported.match_detections``: boxes within 1 px,
 scores within 1e-3; float16 weights: 2 px and 2e-2, since weights lose bits).
+A keypoints run's ``detection_keypoints`` must agree within the box tolerance too; its
+``categories.json`` entries carry COCO's ``keypoints`` / ``skeleton`` fields and ``export.json``
+its keypoint layout (``tasks.keypoints.layout``), so ``predict`` on any format draws the skeleton.
 
 AP of each variant: with ``export.validation_data`` (or, for int8, the run's ``data.val``),
 every written format is evaluated on those records (``eval_export.evaluate_runner``, the AP
@@ -50,6 +53,7 @@ from centernet_core import config as config_lib
 from centernet_core import storage
 from centernet_core.inference import exported
 from centernet_core.inference.serving import build_detector
+from centernet_core.tasks.keypoints import layout as keypoint_layout
 from centernet_core.errors import CenterNetError, ConfigError
 
 TOLERANCE = {"saved_model": (1.0, 1e-3), "tflite": (1.0, 1e-3), "onnx": (1.0, 1e-3), "tflite_float16": (2.0, 2e-2)}
@@ -132,10 +136,13 @@ def check_format(export_dir: str, fmt: str, reference: list[dict], images: list[
     box_tol, score_tol = TOLERANCE[fmt]
     runner = exported.open_runner(export_dir, fmt)
     checks = [exported.match_detections(ref, runner(img[None]), box_tol, score_tol) for ref, img in zip(reference, images)]
-    return {"ok": all(c["ok"] for c in checks), "checked": sum(c["checked"] for c in checks),
-            "unmatched": sum(c["unmatched"] for c in checks), "box_tol": box_tol, "score_tol": score_tol,
-            "max_box_diff": max(c["max_box_diff"] for c in checks),
-            "max_score_diff": max(c["max_score_diff"] for c in checks)}
+    out = {"ok": all(c["ok"] for c in checks), "checked": sum(c["checked"] for c in checks),
+           "unmatched": sum(c["unmatched"] for c in checks), "box_tol": box_tol, "score_tol": score_tol,
+           "max_box_diff": max(c["max_box_diff"] for c in checks),
+           "max_score_diff": max(c["max_score_diff"] for c in checks)}
+    if "max_keypoint_diff" in checks[0]:  # the keypoints task: keypoints within box_tol too
+        out["max_keypoint_diff"] = max(c["max_keypoint_diff"] for c in checks)
+    return out
 
 
 def require_converters(formats: Sequence[str]) -> None:
@@ -261,7 +268,8 @@ def _write_and_check(trained, export_dir: str, formats: Sequence[str], float16: 
     # variables unused. TFLite and ONNX fold the batch norms when they convert anyway.
     unfreeze(trained.model)
     detector = build_detector(trained)
-    categories = [dict(c) for c in trained.categories]
+    layout = keypoint_layout.of_run(trained.checkpoint)  # keypoints task: names and skeleton for predict
+    categories = keypoint_layout.annotate(trained.categories, layout)
     storage.write_text_atomic(storage.join(export_dir, exported.CATEGORIES_FILE),
                               json.dumps(categories, indent=1, ensure_ascii=False))
     storage.write_text_atomic(storage.join(export_dir, exported.CONFIG_FILE), config_lib.dump_yaml(trained.cfg))
@@ -290,6 +298,7 @@ def _write_and_check(trained, export_dir: str, formats: Sequence[str], float16: 
             report[fmt] = check_format(export_dir, fmt, reference, images)
     return {"input_size": trained.cfg.model.input_size, "checkpoint": trained.checkpoint,
             "max_detections": trained.cfg.eval.max_detections, "files": written, "checks": report,
+            **({"keypoints": layout} if layout else {}),
             "inputs": {"image_tensor": "uint8 [N, H, W, 3] RGB, any H, W",
                        "encoded_image": "string [N] (SavedModel only)", "tf_example": "string [N] (SavedModel only)"}}
 

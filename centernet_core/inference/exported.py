@@ -10,6 +10,9 @@ puts the same ``serving.Detector`` around it, rebuilt from the export's ``config
 ``locate(path)`` maps what a user points at (an export directory, a SavedModel directory,
 a ``.tflite`` or ``.onnx`` file) to (export directory, format): ``eval --model``,
 ``predict --model`` and the benchmarks all open exports through it.
+
+A keypoints export adds ``detection_keypoints`` [N, D, J, 2] ((y, x) original pixels) and
+``detection_keypoint_scores`` [N, D, J] in every format.
 """
 from __future__ import annotations
 
@@ -192,11 +195,18 @@ def match_detections(reference: dict, other: dict, box_tol: float = 1.0, score_t
     detection safely inside the top D (score above the D-th score + ``score_tol``: below
     that, order among equal scores decides who is in) must have a partner in ``other`` of
     the same class, score within ``score_tol`` and every box side within ``box_tol`` pixels.
-    Matching by value, not by row, makes ties harmless.
-    Returns ``{"ok", "checked", "unmatched", "max_box_diff", "max_score_diff"}``.
+    With ``detection_keypoints`` in ``reference`` (the keypoints task), the partner's
+    keypoints must also lie within ``box_tol`` pixels on each axis (``other`` without them
+    fails). Matching by value, not by row, makes ties harmless.
+    Returns ``{"ok", "checked", "unmatched", "max_box_diff", "max_score_diff"}`` (and
+    ``"max_keypoint_diff"`` with keypoints).
     """
     checked = unmatched = 0
-    max_box = max_score = 0.0
+    max_box = max_score = max_kp = 0.0
+    ref_kp = reference.get("detection_keypoints")  # [N, D, J, 2] or None
+    oth_kp = other.get("detection_keypoints") if ref_kp is not None else None
+    if ref_kp is not None and oth_kp is None:  # a keypoints export's format that lost them
+        oth_kp = np.full_like(ref_kp, np.inf)
     for b in range(reference["detection_scores"].shape[0]):
         ref_s, oth_s = reference["detection_scores"][b], other["detection_scores"][b]
         max_score = max(max_score, float(np.abs(np.sort(ref_s) - np.sort(oth_s)).max()))
@@ -208,10 +218,14 @@ def match_detections(reference: dict, other: dict, box_tol: float = 1.0, score_t
             box_diff = np.abs(oth_b - ref_b[i]).max(axis=-1)  # [D]
             score_diff = np.abs(oth_s - ref_s[i])
             ok = (oth_c == ref_c[i]) & (box_diff <= box_tol) & (score_diff <= score_tol)
+            kp_diff = np.abs(oth_kp[b] - ref_kp[b, i]).max(axis=(-2, -1)) if ref_kp is not None else 0.0 * box_diff
+            ok &= kp_diff <= box_tol
             if not ok.any():
                 unmatched += 1
                 continue
             j = int(np.argmin(np.where(ok, box_diff, np.inf)))
             max_box, max_score = max(max_box, float(box_diff[j])), max(max_score, float(score_diff[j]))
-    return {"ok": unmatched == 0 and max_score <= score_tol, "checked": checked, "unmatched": unmatched,
-            "max_box_diff": max_box, "max_score_diff": max_score}
+            max_kp = max(max_kp, float(kp_diff[j]))
+    out = {"ok": unmatched == 0 and max_score <= score_tol, "checked": checked, "unmatched": unmatched,
+           "max_box_diff": max_box, "max_score_diff": max_score}
+    return dict(out, max_keypoint_diff=max_kp) if ref_kp is not None else out
