@@ -121,10 +121,10 @@ class _MirrorModel:
         return [{"heatmap": heat, "size": size, "offset": tf.zeros_like(size)}]
 
 
-def _run(model, images, flip, scales=(1.0,)):
+def _run(model, images, flip, scales=(1.0,), merge="nms"):
     n, s = images.shape[0], images.shape[1]
-    det = detect(model, DetectionTask(num_classes=2), tf.constant(images), tf.ones([n]), tf.fill([n, 2], float(s)), divisor=8,
-                 flip=flip, scales=scales, max_detections=10)
+    det = detect(model, DetectionTask(num_classes=2, merge=merge), tf.constant(images), tf.ones([n]),
+                 tf.fill([n, 2], float(s)), divisor=8, flip=flip, scales=scales, max_detections=10)
     return {k: v.numpy() for k, v in det.items()}
 
 
@@ -162,9 +162,21 @@ def test_classwise_nms_merges_scales_within_a_class_only():
 
 
 def test_multi_scale_finds_the_same_peak_once():
+    """Two passes at scale 1 find the same peak twice: hard NMS removes the copy; soft-NMS (the
+    config's default merge) keeps it decayed by exp(-1^2 / 0.5) (IoU 1), far below the peak."""
     images = np.zeros([1, 32, 32, 3], np.float32)
-    det = _run(_ConstantModel(), images, False, scales=(1.0, 1.0))
-    assert int((det["scores"][0] > 0.5).sum()) == 1  # the duplicate from the second pass is suppressed
+    peak = 1.0 / (1.0 + np.exp(-2.0))
+    for merge in ("nms", "soft_nms"):
+        det = _run(_ConstantModel(), images, False, scales=(1.0, 1.0), merge=merge)
+        assert int((det["scores"][0] > 0.5).sum()) == 1, merge  # the second pass's copy is not a second find
+        same = np.abs(det["boxes_yxyx_abs"][0] - [8, 4, 16, 12]).max(1) < 1e-4
+        assert det["scores"][0, 0] == pytest.approx(peak, abs=1e-6)
+        copies = det["scores"][0][same][1:]
+        if merge == "nms":
+            assert copies.size == 0
+        else:
+            np.testing.assert_allclose(copies, [peak * np.exp(-1 / 0.5)], rtol=1e-5)
+    assert config_lib.resolve("shapes-tiny").eval.merge == "soft_nms"
     # --scales arrives as the override eval.scales=TEXT
     assert config_lib.resolve("shapes-tiny", overrides=["eval.scales=0.5, 1,1.5"]).eval.scales == (0.5, 1.0, 1.5)
 
@@ -191,6 +203,32 @@ def test_evaluate_checkpoint_writes_a_results_file_pycocotools_accepts(run_dir, 
     plain, tta = (json.loads(open(p).read()) for p in (out, out_tta))
     assert len(tta) == len(plain) == 800
     assert sorted(r["score"] for r in tta) != sorted(r["score"] for r in plain)  # the test-time augmentation acts
+
+
+def test_eval_protocol_original_runs_end_to_end_and_differs_from_letterbox(run_dir, shapes_dataset, tmp_path, capsys):
+    """`centernet eval --protocol original` (evaluate_checkpoint): every image at its own size,
+    padded black and centred; its results are in original pixels like letterbox's but are
+    other detections (another input), and the first image's are detect_original's on it."""
+    from centernet_core.inference.original_protocol import detect_original, original_images
+    from centernet_core.inference.trained import load_trained
+    from centernet_core.strides import input_divisor
+    from centernet_core.tasks import build_task
+
+    outs = {p: str(tmp_path / f"{p}.json") for p in ("letterbox", "original")}
+    for protocol, out in outs.items():
+        assert cli(["eval", "--ckpt", run_dir, "--protocol", protocol, "--output", out]) == 0
+    assert "AP" in capsys.readouterr().out
+    letterbox, original = (json.loads(open(outs[p]).read()) for p in ("letterbox", "original"))
+    assert len(original) == len(letterbox) == 8 * 100
+    assert {r["image_id"] for r in original} == {r["image_id"] for r in letterbox}
+    assert [r["bbox"] for r in original] != [r["bbox"] for r in letterbox]
+    trained = load_trained(run_dir, ["eval.protocol=original"])
+    source_id, image = next(iter(original_images(trained.cfg.data.val)))
+    det = detect_original(trained.model, build_task(trained.cfg), image[0],
+                          divisor=input_divisor(trained.cfg.model.backbone))
+    want = sorted(det["scores"][0].numpy().tolist(), reverse=True)
+    got = sorted((r["score"] for r in original if r["image_id"] == int(source_id)), reverse=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 class _ScaleEquivariantModel:
