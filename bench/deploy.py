@@ -7,10 +7,14 @@ shapes set, written once), then timed through its own runtime on one 640 x 480 p
 letterbox and decode included, with ``--threads`` threads. Every rate is also printed as a
 ratio to the fp32 file of the same runtime, measured in the same run.
 
-AP: a trained tiny model (``--run``, default: shapes-tiny trained 500 steps here, as in
-tests/test_eval_export.py) is exported in every format and scored with ``eval --model``'s
-code on ``--ap-data`` (default its training records), and the checkpoint itself in
-float32 and bfloat16 (``eval --precision``).
+Rates are medians over ``--rounds`` rounds in which every runner of one model is timed
+``--iters`` times in turn (load from other jobs falls on all formats alike).
+
+AP: a trained tiny model (``--run``, default: shapes-tiny trained ``--train-steps`` steps
+here on 400 synthetic shapes pictures, which also calibrate int8) is exported in every
+format and scored with ``eval --model``'s code on ``--ap-data`` (default 150 held-out
+shapes pictures of another seed), and the checkpoint itself in float32 and bfloat16
+(``eval --precision``).
 
     python bench/deploy.py --models mobilenetv2-coco:512,resnet18-coco:512,mobilenetv2-coco:320
 
@@ -31,15 +35,20 @@ VARIANTS = (("saved_model", "saved_model"), ("tflite", "tflite"), ("tflite_float
             ("tflite_int8", "tflite"), ("onnx", "onnx"), ("onnx_int8", "onnx"))  # (format, its fp32)
 
 
-def _rate(fn, image, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn(image)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn(image)
-        times.append(time.perf_counter() - start)
-    return 1.0 / float(np.median(times))
+def _rates(runners: dict, image, warmup: int, iters: int, rounds: int) -> dict:
+    """Median images/s of each runner: ``rounds`` rounds, each timing every runner ``iters``
+    times in turn, so that load from other jobs on a shared machine falls on all of them."""
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn(image)
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            for _ in range(iters):
+                start = time.perf_counter()
+                fn(image)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1.0 / float(np.median(t)) for name, t in times.items()}
 
 
 def _export_all(trained, out: str, calibration: str, n: int, extra=()) -> dict:
@@ -51,7 +60,8 @@ def _export_all(trained, out: str, calibration: str, n: int, extra=()) -> dict:
     return export_trained(trained, out, formats=("saved_model", "tflite", "onnx"))
 
 
-def bench_speed(name: str, size: int, workdir: str, calibration: str, n: int, iters: int, threads: int) -> list:
+def bench_speed(name: str, size: int, workdir: str, calibration: str, n: int, iters: int, rounds: int,
+                threads: int) -> list:
     import keras
     import tensorflow as tf
     from centernet_core import config as config_lib
@@ -66,10 +76,11 @@ def bench_speed(name: str, size: int, workdir: str, calibration: str, n: int, it
     out = os.path.join(workdir, f"{name}-{size}")
     _export_all(TrainedModel(model, cfg, categories, "random-init"), out, calibration, n, ["export.force=true"])
     image = np.random.default_rng(0).integers(0, 256, (1, 480, 640, 3), dtype=np.uint8)
-    rates, rows = {}, []
+    runners = {fmt: exported.open_runner(out, fmt, **({} if fmt == "saved_model" else {"num_threads": threads}))
+               for fmt, _ in VARIANTS}
+    rates = _rates(runners, image, warmup=3, iters=iters, rounds=rounds)
+    rows = []
     for fmt, base in VARIANTS:
-        runner = exported.open_runner(out, fmt, **({} if fmt == "saved_model" else {"num_threads": threads}))
-        rates[fmt] = _rate(runner, image, warmup=3, iters=iters)
         ratio = rates[fmt] / rates[base]
         rows.append({"experiment": name, "backbone": cfg.model.backbone, "input": size, "format": fmt,
                      "images_per_s": round(rates[fmt], 2), "ratio_to_fp32": round(ratio, 2)})
@@ -77,7 +88,7 @@ def bench_speed(name: str, size: int, workdir: str, calibration: str, n: int, it
     return rows
 
 
-def bench_ap(run: str, pattern: str, workdir: str, calibration: str, n: int) -> list:
+def bench_ap(run: str, pattern: str, workdir: str, calibration: str, n: int, extra=()) -> list:
     import keras
     from centernet_core.inference import exported
     from centernet_core.inference.eval_export import evaluate_runner
@@ -85,7 +96,7 @@ def bench_ap(run: str, pattern: str, workdir: str, calibration: str, n: int) -> 
     from centernet_core.inference.trained import load_trained
     trained = load_trained(run)
     out = os.path.join(workdir, "trained")
-    _export_all(trained, out, calibration, n, ["export.force=true"])
+    _export_all(trained, out, calibration, n, ["export.force=true", *extra])
     rows = []
     for fmt, _ in VARIANTS:
         m = evaluate_runner(exported.open_runner(out, fmt), trained.cfg, pattern, trained.categories)
@@ -101,31 +112,38 @@ def bench_ap(run: str, pattern: str, workdir: str, calibration: str, n: int) -> 
     return rows
 
 
-def _shapes_and_run(workdir: str, train_run: bool) -> tuple[str, str | None]:
+def _shapes_and_run(workdir: str, train_run: bool, steps: int) -> tuple[str, str, str | None]:
+    """(train pattern, held-out pattern, run): 400 shapes pictures to train and calibrate on,
+    150 others (another seed) to score on; shapes-tiny trained ``steps`` steps when asked."""
     from centernet_core import config as config_lib
     from centernet_core.data.shapes import make_shapes_dataset
-    data = os.path.join(workdir, "shapes")
-    make_shapes_dataset(data, train=200, val=8, size="128", seed=0, workers=1, shards=1)
-    pattern = os.path.join(data, "train-*.tfrecord")
+    make_shapes_dataset(os.path.join(workdir, "shapes"), train=400, val=8, size="128", seed=0, workers=1, shards=1)
+    make_shapes_dataset(os.path.join(workdir, "heldout"), train=1, val=150, size="128", seed=1, workers=1, shards=1)
+    pattern = os.path.join(workdir, "shapes", "train-*.tfrecord")
+    heldout = os.path.join(workdir, "heldout", "val-*.tfrecord")
     if not train_run:
-        return pattern, None
+        return pattern, heldout, None
     from centernet_core.training.loop import train
     cfg = config_lib.resolve("shapes-tiny", profile="cpu", overrides=[
-        "train.steps=500", "train.warmup_steps=20", "train.learning_rate=0.004", "train.checkpoint_every=500",
-        "data.deterministic=true", f"data.train={pattern}", f"data.val={pattern}"])
+        f"train.steps={steps}", "train.warmup_steps=50", "train.learning_rate=0.004",
+        f"train.checkpoint_every={steps}", "data.deterministic=true", f"data.train={pattern}", f"data.val={heldout}"])
     run = os.path.join(workdir, "run")
     train(cfg, run, show_progress=False)
-    return pattern, run
+    return pattern, heldout, run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mobilenetv2-coco:512,resnet18-coco:512,mobilenetv2-coco:320")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--calibration-images", type=int, default=100)
+    parser.add_argument("--iters", type=int, default=3, help="Timed calls per runner per round.")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds over all runners (median of all calls).")
+    parser.add_argument("--calibration-images", type=int, default=300)
     parser.add_argument("--run", default="", help="Trained run for the AP rows (default: train shapes-tiny here).")
-    parser.add_argument("--ap-data", default="", help="Records for the AP rows (default: the shapes train set).")
+    parser.add_argument("--ap-data", default="", help="Records for the AP rows (default: 150 held-out shapes).")
+    parser.add_argument("--train-steps", type=int, default=3000)
+    parser.add_argument("--int8-set", action="append", default=[],
+                        help="Config override for the AP rows' export, e.g. export.float_layers=head_ (repeatable).")
     parser.add_argument("--skip-ap", action="store_true")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
@@ -134,14 +152,14 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; TF {tf.__version__}; "
           f"{args.threads} threads")
     with tempfile.TemporaryDirectory() as workdir:
-        calibration, run = _shapes_and_run(workdir, not args.skip_ap and not args.run)
-        ap = [] if args.skip_ap else bench_ap(args.run or run, args.ap_data or calibration, workdir, calibration,
-                                              args.calibration_images)
+        calibration, heldout, run = _shapes_and_run(workdir, not args.skip_ap and not args.run, args.train_steps)
+        ap = [] if args.skip_ap else bench_ap(args.run or run, args.ap_data or heldout, workdir, calibration,
+                                              args.calibration_images, args.int8_set)
         speed = []
         for item in filter(None, args.models.split(",")):  # --models "": the AP rows only
             name, size = item.split(":")
             speed += bench_speed(name, int(size), workdir, calibration, args.calibration_images, args.iters,
-                                 args.threads)
+                                 args.rounds, args.threads)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": platform.platform(), "cores": os.cpu_count(), "speed": speed, "ap": ap}, f, indent=1)

@@ -1,5 +1,9 @@
-"""Int8 exports: AP50 kept within 2 points of float; a bad calibration is refused."""
+"""Int8 exports: the int8 TFLite file is the whole serving graph (int8 network, float letterbox
+and decode) run by the interpreter alone; AP50 kept within 2 points of float; a bad
+calibration is refused."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +14,17 @@ from centernet_core.inference.export import Int8Rejected, export_trained
 from centernet_core.inference.trained import load_trained
 from test_eval_export import trained_run
 
+# The interpreter alone (TensorFlow unimportable) runs the int8 file on a wide picture.
+_ALONE = """
+import sys
+sys.modules["tensorflow"] = None
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+runner = Interpreter(model_path=sys.argv[1], num_threads=2).get_signature_runner()
+out = runner(images=np.full((1, 75, 203, 3), 90, np.uint8))
+print(sorted(out), int(out["num_detections"][0]))
+"""
+
 
 def _int8_export(shapes_dataset, root, fmt, extra=()):
     run_dir, pattern = trained_run(shapes_dataset, root)
@@ -17,6 +32,50 @@ def _int8_export(shapes_dataset, root, fmt, extra=()):
                                      "export.calibration_images=24", *extra])
     out = os.path.join(str(root), f"int8-{fmt}")
     return out, export_trained(trained, out, formats=(fmt,))
+
+
+def test_calibration_pictures_are_what_the_network_sees():
+    """The uint8 calibration pictures, put through the graph's own letterbox, give the
+    letterboxed input of the original pictures (within uint8 rounding)."""
+    from centernet_core.inference.export import sample_images
+    from centernet_core.inference.serving import letterbox
+    pictures = sample_images()  # 181 x 97 and 75 x 203
+    for picture, expected in zip(quantize.letterboxed_pictures(pictures, 64), quantize.calibration_inputs(pictures, 64)):
+        assert picture.shape == (1, 64, 64, 3) and picture.dtype == np.uint8
+        assert np.abs(letterbox(picture, 64)[0].numpy() - expected).max() < 0.008  # 0.5 / 255 / std
+
+
+def test_int8_tflite_is_the_whole_graph_with_an_int8_network(tmp_path):
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+    from centernet_core import config as config_lib
+    from centernet_core.inference.export import frozen_image_tensor, sample_images
+    from centernet_core.inference.serving import build_detector
+    from centernet_core.inference.trained import TrainedModel
+    from centernet_core.modeling.model import build_model
+    cfg = config_lib.resolve("shapes-tiny", overrides=["model.input_size=64"])
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg, load_backbone_weights=False)
+    model(tf.zeros([1, 64, 64, 3]))
+    categories = [{"index": i, "id": 10 + i, "name": f"c{i}"} for i in range(cfg.model.num_classes)]
+    fn = frozen_image_tensor(build_detector(TrainedModel(model, cfg, categories, "random")))
+    path = str(tmp_path / "model_int8.tflite")
+    quantize.write_tflite_int8(fn, path, quantize.letterboxed_pictures(sample_images(), 64), model.name)
+    interpreter = Interpreter(model_path=path)
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    ops = [(o["op_name"], dtypes[o["outputs"][0]]) for o in interpreter._get_ops_details()]
+    convs = [d for op, d in ops if op == "CONV_2D"]
+    assert convs and all(d == np.int8 for d in convs)  # the network: int8 kernels
+    for op in ("LOGISTIC", "TOPK_V2", "GATHER"):  # decode and letterbox: float kernels
+        assert {d for o, d in ops if o == op} == {np.float32}, op
+    runner = interpreter.get_signature_runner()
+    assert runner.get_input_details()["images"]["dtype"] == np.uint8
+    assert set(runner.get_output_details()) == {"detection_boxes", "detection_scores", "detection_classes",
+                                                "num_detections"}
+    alone = subprocess.run([sys.executable, "-c", _ALONE, path], capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert alone.stdout.startswith("['detection_boxes', 'detection_classes', 'detection_scores', 'num_detections']")
 
 
 @pytest.mark.slow

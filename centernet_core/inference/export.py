@@ -7,8 +7,10 @@ Layout of the output directory::
                             assets/categories.json
     model.tflite            the image_tensor graph, float32 (model_float16.tflite: float16 weights)
     model.onnx              the image_tensor graph (tf2onnx, opset export.onnx_opset)
-    model_int8.tflite       with export.int8: the quantized network only (``quantize.py``);
-    model_int8.onnx         ``exported.CoreRunner`` runs letterbox and decode around it in float
+    model_int8.tflite       with export.int8: the image_tensor graph, network int8, letterbox and
+                            decode float (``quantize.py``): same input and outputs as model.tflite
+    model_int8.onnx         with export.int8: the quantized network only; ``exported.CoreRunner``
+                            runs letterbox and decode around it in float
     categories.json         training index -> original id and name
     config.yaml             the run's config (the int8 runners' decode settings; eval --model's data)
     export.json             what was written, input size, and each format's check
@@ -217,18 +219,20 @@ def _write_int8(trained, export_dir: str, int8: Sequence[str], opset: int, say: 
     if not pattern:
         raise ConfigError("int8 calibration needs training pictures: pass --calibration-data PATTERN")
     say(f"int8 calibration on {x.calibration_images} images of {pattern}")
-    inputs = quantize.calibration_inputs(quantize.record_images(pattern, x.calibration_images), size)
-    core = quantize.frozen_core(trained.model, size)
+    pictures = quantize.record_images(pattern, x.calibration_images)
     written = {}
     if "tflite_int8" in int8:
         say("TFLite int8")
         written["tflite_int8"] = exported.TFLITE_INT8_FILE
-        quantize.write_tflite_int8(core, storage.join(export_dir, exported.TFLITE_INT8_FILE), inputs, x.float_layers)
+        quantize.write_tflite_int8(frozen_image_tensor(build_detector(trained)),
+                                   storage.join(export_dir, exported.TFLITE_INT8_FILE),
+                                   quantize.letterboxed_pictures(pictures, size), trained.model.name, x.float_layers)
     if "onnx_int8" in int8:
         say("ONNX int8")
         written["onnx_int8"] = exported.ONNX_INT8_FILE
-        quantize.write_onnx_int8(core, storage.join(export_dir, exported.ONNX_INT8_FILE), inputs, opset,
-                                 x.float_layers)
+        quantize.write_onnx_int8(quantize.frozen_core(trained.model, size),
+                                 storage.join(export_dir, exported.ONNX_INT8_FILE),
+                                 quantize.calibration_inputs(pictures, size), opset, x.float_layers)
     return written
 
 

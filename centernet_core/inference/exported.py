@@ -4,7 +4,8 @@ Every runner takes uint8 ``[N, h, w, 3]`` RGB (one size per call) and returns Nu
 ``detection_boxes`` [N, D, 4] (ymin, xmin, ymax, xmax original pixels), ``detection_scores``
 [N, D], ``detection_classes`` [N, D] (original category ids), ``num_detections`` [N]: all
 three formats hold the whole serving graph (letterbox, model, decode, category table).
-The int8 files hold only the quantized network ("core", ``quantize.py``): ``CoreRunner``
+``model_int8.tflite`` holds the whole graph too (network int8, the rest float).
+``model_int8.onnx`` holds only the quantized network ("core", ``quantize.py``): ``CoreRunner``
 puts the same ``serving.Detector`` around it, rebuilt from the export's ``config.yaml``.
 
 ``locate(path)`` maps what a user points at (an export directory, a SavedModel directory,
@@ -28,7 +29,7 @@ ONNX_FILE = "model.onnx"
 TFLITE_INT8_FILE = "model_int8.tflite"
 ONNX_INT8_FILE = "model_int8.onnx"
 CATEGORIES_FILE = "categories.json"
-CONFIG_FILE = "config.yaml"  # the run's config: CoreRunner's decode settings, eval's data defaults
+CONFIG_FILE = "config.yaml"  # the run's config: CoreRunner's (ONNX int8) decode settings, eval's data defaults
 INPUT_NAME = "images"
 
 EXTRA_HINT = "install the export extra: pip install 'centernet[export]'"
@@ -112,22 +113,16 @@ class _CoreModel:
 
 
 class CoreRunner:
-    """An int8 core (``model_int8.tflite`` / ``model_int8.onnx``) inside the float serving graph:
-    the same inputs and outputs as the other runners."""
+    """An int8 ONNX core (``model_int8.onnx``) inside the float serving graph: the same
+    inputs and outputs as the other runners."""
 
     def __init__(self, path: str, num_threads: int | None = None):
         from centernet_core.inference.serving import build_detector
         from centernet_core.inference.trained import TrainedModel
         export_dir = storage.dirname(path)
         cfg, categories = load_config(export_dir), load_categories(export_dir)
-        if path.endswith(".onnx"):
-            self.core = OnnxRunner(path, num_threads)
-            run, keys = self.core.__call__, tuple(self.core.names)
-        else:
-            self.core = TFLiteRunner(path, num_threads)
-            run = lambda x: self.core.runner(**{INPUT_NAME: x})  # noqa: E731
-            keys = tuple(self.core.runner.get_output_details())
-        core = _CoreModel(run, keys)
+        self.core = OnnxRunner(path, num_threads)
+        core = _CoreModel(self.core.__call__, tuple(self.core.names))
         self.detector = build_detector(TrainedModel(core, cfg, categories, path))
 
     def __call__(self, images) -> dict:
@@ -156,7 +151,7 @@ def load_categories(export_dir: str) -> list[dict]:
 
 FORMAT_FILES = {"saved_model": (SAVED_MODEL_DIR, SavedModelRunner), "tflite": (TFLITE_FILE, TFLiteRunner),
                 "tflite_float16": (TFLITE_FP16_FILE, TFLiteRunner), "onnx": (ONNX_FILE, OnnxRunner),
-                "tflite_int8": (TFLITE_INT8_FILE, CoreRunner), "onnx_int8": (ONNX_INT8_FILE, CoreRunner)}
+                "tflite_int8": (TFLITE_INT8_FILE, TFLiteRunner), "onnx_int8": (ONNX_INT8_FILE, CoreRunner)}
 
 
 def locate(path: str) -> tuple[str, str]:

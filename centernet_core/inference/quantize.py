@@ -1,27 +1,27 @@
-"""Int8 exports: the network ("core") quantized, letterbox and decode kept in float.
+"""Int8 exports.
 
-Full-integer quantization needs fixed shapes and calibrated ranges, and would damage the
-decode (a 3 x 3 max-pool peak test on int8 scores ties neighbours; top-k on 256 levels).
-So only the core is quantized: normalised B, G, R float32 ``[1, S, S, 3]`` -> the last
-stack's raw maps (detection: ``heatmap`` [1, H, W, C] logits, ``size``, ``offset``),
-float at both ends (a quantize op after the input, dequantize ops before the outputs).
-``exported.CoreRunner`` wraps the core in the same ``serving.Detector`` as every other
-export (letterbox, decode, original ids), so ``eval --model`` scores it like the rest.
+``model_int8.tflite`` is self-contained: the WHOLE ``image_tensor`` graph (uint8 [N, h, w, 3]
+in, the serving outputs out, like ``model.tflite``) with the network's ops in int8 (int8
+weights per channel, int8 activations) and the letterbox, normalisation and decode left as
+float kernels (TFLite selective quantization, ``QuantizationDebugOptions``): every tensor
+outside the Keras model's name scope is denylisted, and so is ``TOPK_V2`` (top-k on 256
+levels ties the peaks; a 3 x 3 max-pool on int8 scores ties neighbours). One interpreter
+runs it; no TensorFlow around it.
 
-- ``model_int8.tflite``: TFLite full integer (int8 weights and activations), calibrated
-  with ``representative_dataset``; the layers named in ``export.float_layers`` stay float
-  (TFLite selective quantization: ``QuantizationDebugOptions.denylisted_nodes``).
-- ``model_int8.onnx``: ONNX static QDQ (``onnxruntime.quantization.quantize_static``,
-  uint8 activations, per-channel int8 weights), calibrated on the same inputs; float
-  layers are ``nodes_to_exclude``.
+``model_int8.onnx`` holds only the network ("core"): normalised B, G, R float32
+``[1, S, S, 3]`` -> the last stack's raw maps, ONNX static QDQ
+(``onnxruntime.quantization.quantize_static``, uint8 activations, per-channel int8 weights);
+``exported.CoreRunner`` puts the float ``serving.Detector`` around it.
 
-Calibration inputs are training pictures from the TFRecords (``calibration_inputs``), put
-through ``serving.letterbox``: exactly what the core sees at run time.
+Calibration pictures are training pictures from the TFRecords (``record_images``), each
+letterboxed as the serving graph does (``letterboxed_pictures``): the network sees exactly
+what it sees at run time. Layers named in ``export.float_layers`` stay float in both files.
 Letters: S input size, H W the output map (S / 4), C classes.
 """
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from typing import Iterable, Sequence
 
@@ -54,9 +54,21 @@ def record_images(pattern: str, limit: int) -> list[np.ndarray]:
 
 
 def calibration_inputs(images: Iterable[np.ndarray], input_size: int) -> list[np.ndarray]:
-    """Each picture letterboxed as the serving graph does: float32 [1, S, S, 3] normalised B, G, R."""
+    """Each picture letterboxed as the serving graph does: float32 [1, S, S, 3] normalised B, G, R
+    (the ONNX core's input)."""
     from centernet_core.inference.serving import letterbox
     return [letterbox(img[None], input_size)[0].numpy() for img in images]
+
+
+def letterboxed_pictures(images: Iterable[np.ndarray], input_size: int) -> list[np.ndarray]:
+    """Each picture letterboxed, back in uint8 RGB: [1, S, S, 3], the padding the mean colour.
+
+    The TFLite calibrator sizes the graph once, so every calibration input has one shape;
+    the graph's own letterbox is the identity on an S x S picture (scale 1, taps on the
+    pixels), so the network is calibrated on what it sees at run time, within uint8 rounding.
+    """
+    from centernet_core.pixels import to_rgb_uint8
+    return [to_rgb_uint8(x) for x in calibration_inputs(images, input_size)]
 
 
 def frozen_core(model, input_size: int):
@@ -83,36 +95,46 @@ def _matching(names: Iterable[str], float_layers: Sequence[str]) -> list[str]:
     return sorted({n for n in names for layer in float_layers if f"/{layer}" in f"/{n}"})
 
 
-def write_tflite_int8(core_fn, path: str, inputs: list[np.ndarray], float_layers: Sequence[str] = ()) -> list[str]:
-    """Full-integer TFLite of ``core_fn`` calibrated on ``inputs``; returns the tensors kept float."""
-    import tensorflow as tf
-    holder = tf.Module()
-    holder.core = core_fn
+def outside_network(names: Iterable[str], model_name: str) -> list[str]:
+    """The tensor names not under the Keras model's scope (``centernet_resnet18_1/...``): letterbox and decode."""
+    inside = re.compile(r"(^|[/;])" + re.escape(model_name) + r"(_\d+)?/")
+    return sorted({n for n in names if n and not inside.search(n)})
 
-    def converter():
-        c = tf.lite.TFLiteConverter.from_concrete_functions([core_fn.get_concrete_function()], holder)
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-        c.representative_dataset = lambda: ([x] for x in inputs)
-        # Float input and output (the default types); int8 kernels inside. TFLITE_BUILTINS
-        # lets the layers left float run as float kernels.
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
-            [tf.lite.OpsSet.TFLITE_BUILTINS] if float_layers else [])
-        return c
-    if not float_layers:
-        storage.write_bytes_atomic(path, converter().convert())
-        return []
+
+def write_tflite_int8(image_tensor_fn, path: str, pictures: list[np.ndarray], model_name: str,
+                      float_layers: Sequence[str] = ()) -> list[str]:
+    """The whole serving graph as TFLite, its network int8, calibrated on ``pictures``
+    (uint8 [1, S, S, 3], ``letterboxed_pictures``); returns the tensors kept float.
+
+    ``image_tensor_fn``: ``export.frozen_image_tensor`` (uint8 [N, h, w, 3] -> outputs);
+    ``model_name``: the Keras model's name, which scopes the network's tensors.
+    """
+    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
-    plain = tf.lite.TFLiteConverter.from_concrete_functions([core_fn.get_concrete_function()], holder).convert()
+    holder = tf.Module()
+    holder.image_tensor = image_tensor_fn
+    concrete = image_tensor_fn.get_concrete_function()
+    plain = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder).convert()
     names = [t["name"] for t in Interpreter(model_content=plain).get_tensor_details()]
-    keep = _matching(names, float_layers)
-    if not keep:
+    network = set(names) - set(outside_network(names, model_name))
+    if not network:
+        raise ConfigError(f"no tensor of the TFLite graph lies under the model's scope {model_name!r}")
+    layers = _matching(network, float_layers)
+    if float_layers and not layers:
         raise ConfigError(f"export.float_layers {list(float_layers)} match no tensor of the model; "
-                          f"e.g. {', '.join(names[1:4])}")
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep, fully_quantize=False)
+                          f"e.g. {', '.join(sorted(network)[:3])}")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x] for x in pictures)
+    # int8 kernels where allowed; TFLITE_BUILTINS runs the denylisted ops as float kernels.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    keep = outside_network(names, model_name) + layers
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=keep, denylisted_ops=["TOPK_V2"], fully_quantize=False)
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter(), debug_dataset=lambda: ([x] for x in inputs[:1]), debug_options=options)
+        converter=converter, debug_dataset=lambda: ([x] for x in pictures[:1]), debug_options=options)
     storage.write_bytes_atomic(path, debugger.get_nondebug_quantized_model())
-    return keep
+    return layers
 
 
 class _Reader:
