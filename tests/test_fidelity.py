@@ -175,3 +175,28 @@ def test_unbiased_variance_scales_the_moving_variance_update_by_n_over_n_minus_1
         cfg = config_lib.resolve("shapes-tiny", None, None, [f"model.bn_unbiased_variance={str(flag).lower()}"])
         layers = _conv_bns(build_model(cfg, load_backbone_weights=False))
         assert layers and all(layer.unbiased_variance == flag for layer in layers)
+
+
+def test_soft_nms_multi_scale_exports_as_saved_model_and_tflite_onnx_refuse(shapes_dataset, tmp_path):
+    """eval.scales (several) with the soft-NMS merge are built into the serving graph: the
+    SavedModel holds it and matches the in-memory model; TFLite and ONNX refuse up front, in
+    one line naming --set eval.merge=nms, and accept the hard-NMS merge."""
+    import os
+
+    from tiny_run import tiny_run
+    from centernet_core.inference.export import export_trained, refuse_soft_nms_merge
+    from centernet_core.inference.trained import load_trained
+
+    run = tiny_run(shapes_dataset, tmp_path / "run")
+    trained = load_trained(run, ["eval.scales=0.75,1.0", "eval.flip=true"])
+    assert trained.cfg.eval.merge == "soft_nms"
+    for formats in (("saved_model", "tflite"), ("onnx",)):
+        with pytest.raises(config_lib.ConfigError, match="--set eval.merge=nms") as err:
+            export_trained(trained, str(tmp_path / "refused"), formats=formats)
+        assert "\n" not in str(err.value)
+    assert not os.path.exists(tmp_path / "refused")  # refused before anything is written
+    refuse_soft_nms_merge(load_trained(run, ["eval.scales=0.75,1.0", "eval.merge=nms"]).cfg, ("tflite", "onnx"))
+    refuse_soft_nms_merge(load_trained(run).cfg, ("tflite", "onnx"))  # one scale: no merge
+    summary = export_trained(trained, str(tmp_path / "exp"), formats=("saved_model",))
+    check = summary["checks"]["saved_model"]
+    assert check["ok"] and check["checked"] > 0, check

@@ -159,6 +159,22 @@ def require_converters(formats: Sequence[str]) -> None:
                                   f"{exported.EXTRA_HINT}") from None
 
 
+def refuse_soft_nms_merge(cfg, formats: Sequence[str]) -> None:
+    """ConfigError when ``eval.scales`` (several) merge by soft-NMS into a TFLite or ONNX graph.
+
+    The serving graph carries the test-time augmentation. The soft-NMS merge runs
+    ``NonMaxSuppressionV5`` with a sigma, per class in a ``map_fn``: ONNX's NonMaxSuppression
+    has no soft variant and TFLite's builtin neither, so those formats would not convert or
+    would silently merge another way. SavedModel runs it as evaluation does.
+    """
+    e = cfg.eval
+    bad = [f for f in formats if f in ("tflite", "onnx")]
+    if bad and len(e.scales) > 1 and e.merge == "soft_nms":
+        raise ConfigError(f"--format {','.join(bad)} cannot hold the soft-NMS merge of eval.scales="
+                          f"{','.join(str(s) for s in e.scales)}: add --set eval.merge=nms for those formats "
+                          "(or export saved_model only)")
+
+
 def refuse_existing(output_dir: str) -> None:
     """ConfigError unless ``output_dir`` is absent or an empty directory: exports never overwrite."""
     if storage.exists(output_dir) and (not storage.isdir(output_dir) or storage.glob(storage.join(output_dir, "*"))):
@@ -182,6 +198,7 @@ def export_trained(trained, output_dir: str, formats: Sequence[str] | None = Non
     unknown = [f for f in formats if f not in TOLERANCE or f == "tflite_float16"]
     if unknown:
         raise ConfigError(f"--format {','.join(unknown)}: valid formats are saved_model, tflite, onnx")
+    refuse_soft_nms_merge(trained.cfg, formats)
     refuse_existing(output_dir)
     int8 = [INT8_OF[f] for f in formats if x.int8 and f in INT8_OF]
     if x.int8 and not int8:
