@@ -85,7 +85,7 @@ def run_demo(workdir: str, steps: int | None = None, train_images: int = TRAIN_I
     say(f"export: {', '.join(formats)} into {paths['export']}")
     if storage.exists(paths["export"]):  # the demo's own previous export (exports are all or nothing)
         storage.remove_tree(paths["export"])
-    exported = export_checkpoint(paths["run"], paths["export"], formats)
+    exported = export_checkpoint(paths["run"], paths["export"], [f"export.formats={','.join(formats)}"])
     say(f"predict: {PREDICT_IMAGES} val pictures with the exported SavedModel into {paths['predictions']}")
     val_json = json.loads(storage.read_text(annotations))
     pictures = [storage.join(data, "images", "val", im["file_name"]) for im in val_json["images"][:PREDICT_IMAGES]]

@@ -83,7 +83,7 @@ def _assert_same_outputs(model, net, size, seed=1, stacks=2):
                 want = want.reshape(*want.shape[:-1], -1, 2)[..., ::-1].reshape(want.shape)
             got = ours[stack][name].numpy()
             assert got.shape == (1, size // 4, size // 4, want.shape[-1]), name
-            assert want.std() > 0.1  # random weights still give informative maps
+            assert want.std() > 100 * TOLERANCE, name  # random weights still give maps that vary far beyond the tolerance
             diff = float(np.abs(got - want).max())
             assert diff <= TOLERANCE, f"stack {stack} {name}: max abs diff {diff}"
 

@@ -21,6 +21,8 @@ class StubPredictor(Predictor):
         self.categories = [{"index": 0, "id": 12, "name": "kite"}]
         self.names = {12: "kite"}
         self.fail = fail
+        self.precision_note = ""
+        self.keypoint_layout = None
 
     def __call__(self, encoded):
         if self.fail is not None:
@@ -102,7 +104,7 @@ def test_nothing_processed_exits_non_zero(tmp_path, monkeypatch, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     class FromPath(StubPredictor):
-        def __init__(self, path):
+        def __init__(self, path, precision="float32"):
             super().__init__()
     monkeypatch.setattr(predict_lib, "Predictor", FromPath)
     code = cli(["predict", str(tmp_path / "in"), "--model", str(tmp_path), "--output", str(tmp_path / "out")])
