@@ -61,7 +61,7 @@ def eval_(
     """Evaluate a checkpoint or an export (COCO box AP), or a results file against annotations.
 
     Example: centernet eval --ckpt runs/shapes --flip --output results.json --per-class
-    Example: centernet eval --model exports/shapes/model_int8.tflite --data data/val-*.tfrecord
+    Example: centernet eval --model exports/shapes/model_int8.tflite --data 'data/val-*.tfrecord'
     Example: centernet eval --detections results.json --annotations instances_val2017.json
     """
     from centernet_core.inference import evaluate

@@ -41,7 +41,7 @@ def train(
 ):
     """Train a CenterNet model; SIGTERM / Ctrl-C saves a checkpoint and stops, the same command resumes.
 
-    Example: centernet train --experiment shapes-tiny --profile cpu --model-dir runs/shapes --data data/shapes/train-*.tfrecord --val-data data/shapes/val-*.tfrecord --eval-every 500
+    Example: centernet train --experiment shapes-tiny --profile cpu --model-dir runs/shapes --data 'data/shapes/train-*.tfrecord' --val-data 'data/shapes/val-*.tfrecord' --eval-every 500
     """
     flags = flag_overrides(**{"data.train": data, "data.val": val_data, "train.eval_every": eval_every})
     cfg = resolve_config(experiment, config_file, profile, (set_ or []) + flags)

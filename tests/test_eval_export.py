@@ -56,3 +56,24 @@ def test_eval_cli_takes_a_model_and_refuses_a_foreign_file(export_and_reference,
     stray = tmp_path / "other.tflite"
     stray.write_bytes(b"x")
     assert cli(["eval", "--model", str(stray)]) != 0
+
+
+def test_a_tflite_without_uint8_images_is_refused_in_one_line(tmp_path):
+    """An older int8 file (the network alone, float32 [1, S, S, 3] input) gets a clear error."""
+    import tensorflow as tf
+
+    from centernet_core.errors import ConfigError
+    from centernet_core.inference.exported import TFLiteRunner
+
+    module = tf.Module()
+    module.network = tf.function(lambda images: {"heatmap": images * 2.0},
+                                 input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="images")])
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures=module.network.get_concrete_function())
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm")).convert())
+    with pytest.raises(ConfigError, match=r"model_int8.tflite does not take uint8 'images' \(it takes float32\)"):
+        TFLiteRunner(str(path))
+    (tmp_path / "bare.tflite").write_bytes(  # no signature at all
+        tf.lite.TFLiteConverter.from_concrete_functions([module.network.get_concrete_function()], module.network).convert())
+    with pytest.raises(ConfigError, match=r"bare.tflite does not take uint8 'images' \(it takes no such input\)"):
+        TFLiteRunner(str(tmp_path / "bare.tflite"))

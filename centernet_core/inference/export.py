@@ -229,7 +229,7 @@ def export_trained(trained, output_dir: str, formats: Sequence[str] | None = Non
 
 
 def _write_int8(trained, export_dir: str, int8: Sequence[str], opset: int, say: Callable[[str], None]) -> dict:
-    """Calibrate and write the int8 cores; ``{format: file name}``."""
+    """Calibrate and write the int8 files (TFLite: the whole graph; ONNX: the core); ``{format: file name}``."""
     from centernet_core.inference import quantize
     x, size = trained.cfg.export, trained.cfg.model.input_size
     pattern = x.calibration_data or trained.cfg.data.train

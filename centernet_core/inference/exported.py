@@ -67,7 +67,15 @@ class TFLiteRunner:
         except ImportError as e:
             raise _missing("ai-edge-litert", e) from None
         self.interpreter = Interpreter(model_content=storage.read_bytes(path), num_threads=num_threads)
-        self.runner = self.interpreter.get_signature_runner()
+        try:
+            self.runner = self.interpreter.get_signature_runner()
+            given = self.runner.get_input_details().get(INPUT_NAME, {}).get("dtype")
+        except ValueError:  # no signature (or several): not written by `centernet export`
+            given = None
+        if given is not np.uint8:  # e.g. an int8 file of an older export: the network alone, float input
+            raise ConfigError(f"{storage.basename(path)} does not take uint8 '{INPUT_NAME}' "
+                              f"(it takes {given.__name__ if given else 'no such input'}): not a whole-graph "
+                              f"export of this version; export the checkpoint again")
 
     def __call__(self, images) -> dict:
         return dict(self.runner(**{INPUT_NAME: np.ascontiguousarray(images, np.uint8)}))

@@ -104,7 +104,8 @@ def outside_network(names: Iterable[str], model_name: str) -> list[str]:
 def write_tflite_int8(image_tensor_fn, path: str, pictures: list[np.ndarray], model_name: str,
                       float_layers: Sequence[str] = ()) -> list[str]:
     """The whole serving graph as TFLite, its network int8, calibrated on ``pictures``
-    (uint8 [1, S, S, 3], ``letterboxed_pictures``); returns the tensors kept float.
+    (uint8 [1, S, S, 3], ``letterboxed_pictures``); returns the network tensors that
+    ``float_layers`` kept float (letterbox and decode are float as well).
 
     ``image_tensor_fn``: ``export.frozen_image_tensor`` (uint8 [N, h, w, 3] -> outputs);
     ``model_name``: the Keras model's name, which scopes the network's tensors.
