@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -68,7 +69,10 @@ def split(voc: str, work: str) -> dict:
     """train / val folders of images + XML (every 5th image to val); the val COCO json."""
     from centernet_core.data import voc as voc_lib
     stems = sorted(f[:-4] for f in os.listdir(os.path.join(voc, "annotations")) if f.endswith(".xml"))
-    out = {}
+    # one class table for both splits (ids 1..C by sorted name over all files), so a class
+    # missing from one split cannot shift the other's ids
+    classes = [c["name"] for c in voc_lib.voc_to_coco(voc_lib.folder_files(os.path.join(voc, "annotations")))["categories"]]
+    out = {"classes": classes}
     for part, chosen in (("train", [s for i, s in enumerate(stems) if i % 5]),
                          ("val", [s for i, s in enumerate(stems) if i % 5 == 0])):
         for sub in ("images", "xml"):
@@ -78,19 +82,17 @@ def split(voc: str, work: str) -> dict:
             shutil.copy(os.path.join(voc, "images", s + ".jpg"), os.path.join(work, part, "images"))
         prefix = os.path.join(work, "data", part)
         cli("prepare", "voc", "--images", os.path.join(work, part, "images"), "--annotations",
-            os.path.join(work, part, "xml"), "--output", prefix)
+            os.path.join(work, part, "xml"), "--classes", ",".join(classes), "--output", prefix)
         out[part] = prefix
-    files = voc_lib.folder_files(os.path.join(work, "val", "xml"))
-    gt = voc_lib.voc_to_coco(files)
+    gt = voc_lib.voc_to_coco(voc_lib.folder_files(os.path.join(work, "val", "xml")), classes)
     # image sizes from the pictures where the XML has none (the writer does the same)
     from PIL import Image
     for im in gt["images"]:
         if not im.get("height"):
             with Image.open(os.path.join(work, "val", "images", im["file_name"])) as pic:
                 im["width"], im["height"] = pic.size
-    for a in gt["annotations"]:  # what pycocotools reads beyond the box
+    for a in gt["annotations"]:  # what pycocotools reads beyond the box; difficult -> iscrowd (ignored)
         a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
-        a.setdefault("iscrowd", 0)
     out["gt"] = os.path.join(work, "instances_val.json")
     json.dump(gt, open(out["gt"], "w"))
     return out
@@ -105,9 +107,9 @@ def ours(preset: str, data: dict, size: int, minutes: float, work: str) -> dict:
     log = cli("train", *base, "-m", probe, "--set", "train.epochs=0", "--set", f"train.steps={PROBE_STEPS}",
               "--set", "train.warmup_steps=1", "--set", "train.log_every=20")
     startup = time.perf_counter() - began
-    rates = sorted(float(x) for x in re.findall(r"([0-9.]+) img/s", log)[1:])  # after the tracing window
+    rates = [float(x) for x in re.findall(r"([0-9.]+) img/s", log)]  # the tracing window prints no rate
     batch = 16  # the cpu-bf16 profile's global batch
-    per_step = batch / rates[len(rates) // 2] if rates else startup / PROBE_STEPS
+    per_step = batch / statistics.median(rates) if rates else startup / PROBE_STEPS
     # the budget pays for start-up (measured: the probe minus its steps) and four evaluations
     # (a quarter of it: 40 pictures each). Twice the start-up left 3.7 of 10 minutes unused.
     overhead = max(0.0, startup - PROBE_STEPS * per_step)
@@ -129,21 +131,21 @@ def ours(preset: str, data: dict, size: int, minutes: float, work: str) -> dict:
 
 
 def yolo(data: dict, size: int, minutes: float, work: str) -> dict:
+    from centernet_core.data import voc as voc_lib
     root = os.path.join(work, "yolo")
     gt = json.load(open(data["gt"]))
     for part in ("train", "val"):
         os.makedirs(os.path.join(root, part, "labels"), exist_ok=True)
         if not os.path.exists(os.path.join(root, part, "images")):  # a copy: ultralytics finds labels/ beside it
             shutil.copytree(os.path.join(work, part, "images"), os.path.join(root, part, "images"))
-        from centernet_core.data import voc as voc_lib
-        d = voc_lib.voc_to_coco(voc_lib.folder_files(os.path.join(work, part, "xml")))
+        d = voc_lib.voc_to_coco(voc_lib.folder_files(os.path.join(work, part, "xml")), data["classes"])
         from PIL import Image
         for im in d["images"]:
             with Image.open(os.path.join(work, part, "images", im["file_name"])) as pic:
                 w, h = pic.size
             lines = [f"{a['category_id'] - 1} {(a['bbox'][0] + a['bbox'][2] / 2) / w:.6f} "
                      f"{(a['bbox'][1] + a['bbox'][3] / 2) / h:.6f} {a['bbox'][2] / w:.6f} {a['bbox'][3] / h:.6f}"
-                     for a in d["annotations"] if a["image_id"] == im["id"]]
+                     for a in d["annotations"] if a["image_id"] == im["id"] and not a["iscrowd"]]  # as ours: difficult is not a target
             stem = os.path.splitext(im["file_name"])[0]
             open(os.path.join(root, part, "labels", stem + ".txt"), "w").write("\n".join(lines))
     names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
