@@ -12,16 +12,19 @@ from centernet_cli.common import SetOpt, console, flag_overrides
 
 def checks_table(summary: dict) -> Table:
     table = Table(title=f"exports in {summary.get('output', '')}".strip(), title_justify="left")
-    for column in ("format", "file", "check", "max box diff (px)", "max score diff"):
+    keypoints = any("max_keypoint_diff" in c for c in summary["checks"].values())
+    columns = ("format", "file", "check", "max box diff (px)", "max score diff") + (
+        ("max keypoint diff (px)",) if keypoints else ())
+    for column in columns:
         table.add_column(column, justify="right" if "diff" in column else "left")
     for fmt, path in summary["files"].items():
         c = summary["checks"].get(fmt)
         if c is None:  # int8: judged by its AP (ap_table), not by matching the float detections
-            table.add_row(fmt, os.path.basename(path.rstrip("/")), "AP", "", "")
+            table.add_row(fmt, os.path.basename(path.rstrip("/")), "AP", "", "", *([""] if keypoints else []))
             continue
         verdict = "[green]ok[/]" if c["ok"] else f"[red]{c['unmatched']} differ[/]"
         table.add_row(fmt, os.path.basename(path.rstrip("/")), verdict, f"{c['max_box_diff']:.2g}",
-                      f"{c['max_score_diff']:.2g}")
+                      f"{c['max_score_diff']:.2g}", *([f"{c['max_keypoint_diff']:.2g}"] if keypoints else []))
     return table
 
 

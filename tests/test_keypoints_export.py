@@ -183,3 +183,23 @@ def test_predict_draws_the_skeleton_lines_between_the_right_joints(tmp_path, mon
         assert (255, 255, 255) in colours_near(y, x)
     (result,) = json.load(open(tmp_path / "out" / "detections.json"))
     assert result["keypoints"] == [100.0, 40.0, 1.0, 50.0, 90.0, 1.0, 150.0, 90.0, 1.0, 100.0, 160.0, 1.0]
+
+
+def test_the_checks_table_shows_the_keypoint_difference():
+    """`centernet export` prints the keypoints' agreement beside boxes and scores (only for keypoint exports)."""
+    import io
+
+    from rich.console import Console
+
+    from centernet_cli.export import checks_table
+
+    def render(checks):
+        files = {fmt: f"/x/{fmt}" for fmt in (*checks, "tflite_int8")}
+        out = io.StringIO()
+        Console(file=out, width=200).print(checks_table({"files": files, "checks": checks}))
+        return out.getvalue()
+
+    check = {"ok": True, "checked": 3, "unmatched": 0, "max_box_diff": 0.25, "max_score_diff": 1e-4}
+    with_kp = render({"tflite": dict(check, max_keypoint_diff=0.75)})
+    assert "max keypoint diff (px)" in with_kp and "0.75" in with_kp
+    assert "keypoint" not in render({"tflite": check})

@@ -222,7 +222,9 @@ def export_trained(trained, output_dir: str, formats: Sequence[str] | None = Non
         summary["files"] = {fmt: storage.join(output_dir, name) for fmt, name in summary["files"].items()}
         storage.write_text_atomic(storage.join(staging, "export.json"), json.dumps(summary, indent=1))
     bad = [f"{fmt} ({r['unmatched']} of {r['checked']} detections differ; max box diff {r['max_box_diff']:.3g} px, "
-           f"score {r['max_score_diff']:.3g})" for fmt, r in summary["checks"].items() if not r["ok"]]
+           f"score {r['max_score_diff']:.3g}"
+           + (f", keypoint {r['max_keypoint_diff']:.3g} px" if "max_keypoint_diff" in r else "") + ")"
+           for fmt, r in summary["checks"].items() if not r["ok"]]
     if bad:  # the export is complete and export.json records the failed checks: kept for inspection
         raise ExportCheckFailed(f"exports written to {output_dir} disagree with the in-memory model: {'; '.join(bad)}")
     return summary
