@@ -27,3 +27,21 @@ def test_subprocesses_import_the_same_package_as_the_tests(package):
     assert installed == os.path.realpath(package.__file__), (
         f"a subprocess imports {installed}, the tests {package.__file__}: "
         "reinstall editable: pip install -e '.[cpu,export,dev]'")
+
+
+def test_the_wheel_lists_every_package():
+    """A regular (not editable) install ships only the packages pyproject.toml names: every
+    folder with an ``__init__.py`` must be there (a missing ``tasks.keypoints`` broke
+    `pip install .` -> `centernet demo` with a circular-import error)."""
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    setuptools = tomllib.load(open(os.path.join(root, "pyproject.toml"), "rb"))["tool"]["setuptools"]
+    folders = {v: k for k, v in setuptools["package-dir"].items()}  # cli -> centernet_cli
+    found = set()
+    for top in folders:
+        for folder, _, files in os.walk(os.path.join(root, top)):
+            if "__init__.py" in files:
+                rel = os.path.relpath(folder, root).split(os.sep)
+                found.add(".".join([folders[rel[0]], *rel[1:]]))
+    assert found and found == set(setuptools["packages"]), sorted(found ^ set(setuptools["packages"]))
