@@ -3,6 +3,9 @@
 Run:  python bench/custom_data.py --voc DIR [--minutes 8] [--size 320] [--presets resnet18-custom,...]
       [--skip-yolo] [--work /tmp/cn-bench-custom]
 
+A preset may carry overrides after colons, to measure a lever against the preset as it is in
+the same run: ``--presets resnet18-custom,resnet18-custom:data.mosaic=0``.
+
 ``DIR`` holds ``images/`` and ``annotations/`` (Pascal VOC XML), e.g. the public raccoon set:
 ``git --git-dir=<fetched datitran/raccoon_dataset>/.git archive HEAD images annotations | tar -x -C DIR``.
 Every 5th image (sorted by name) goes to validation. Each contestant trains from random
@@ -98,10 +101,12 @@ def split(voc: str, work: str) -> dict:
     return out
 
 
-def ours(preset: str, data: dict, size: int, minutes: float, work: str) -> dict:
+def ours(contestant: str, data: dict, size: int, minutes: float, work: str) -> dict:
+    preset, *overrides = contestant.split(":")
     base = ["-e", preset, "-p", "cpu-bf16", "--data", data["train"] + "-*.tfrecord", "--no-progress",
-            "--set", f"model.input_size={size}"]
-    probe = os.path.join(work, f"probe-{preset}")
+            "--set", f"model.input_size={size}", *[a for o in overrides for a in ("--set", o)]]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", contestant)
+    probe = os.path.join(work, f"probe-{name}")
     shutil.rmtree(probe, ignore_errors=True)
     began = time.perf_counter()
     log = cli("train", *base, "-m", probe, "--set", "train.epochs=0", "--set", f"train.steps={PROBE_STEPS}",
@@ -114,19 +119,19 @@ def ours(preset: str, data: dict, size: int, minutes: float, work: str) -> dict:
     # (a quarter of it: 40 pictures each). Twice the start-up left 3.7 of 10 minutes unused.
     overhead = max(0.0, startup - PROBE_STEPS * per_step)
     steps = max(50, int((minutes * 60 - 1.25 * overhead) / per_step))
-    run = os.path.join(work, f"run-{preset}")
+    run = os.path.join(work, f"run-{name}")
     shutil.rmtree(run, ignore_errors=True)
     began = time.perf_counter()
     cli("train", *base, "-m", run, "--val-data", data["val"] + "-*.tfrecord", "--set", "train.epochs=0",
         "--set", f"train.steps={steps}", "--set", f"train.warmup_steps={max(1, steps // 30)}",
         "--eval-every", str(max(1, steps // 4)), "--set", "train.checkpoint_every=100000")
     trained = (time.perf_counter() - began) / 60
-    results = os.path.join(work, f"results-{preset}.json")
+    results = os.path.join(work, f"results-{name}.json")
     cli("eval", "--ckpt", run, "--output", results)
     scored = score(results, data["gt"])
     curve = [(round(h["minutes"], 2), round(h["AP50"], 4), round(h["AP"], 4))
              for h in map(json.loads, open(os.path.join(run, "eval.jsonl")))]
-    return {"system": preset, "steps": steps, "minutes": round(trained, 2), "AP": scored["AP"],
+    return {"system": contestant, "steps": steps, "minutes": round(trained, 2), "AP": scored["AP"],
             "AP50": scored["AP50"], "curve_minutes_AP50_AP": curve}
 
 

@@ -22,6 +22,17 @@ def init_warning(cfg, init_checkpoint: Optional[str]) -> Optional[str]:
             "\nand pass --init-checkpoint runs/extremenet-backbone (a resumed run already has its weights).")
 
 
+def profile_hint(cfg, profile: Optional[str]) -> Optional[str]:
+    """A one-line hint when no profile was named, training would run float32, and this CPU
+    computes bfloat16 natively: the cpu-bf16 profile trains about twice as fast here."""
+    from centernet_core.inference.precision import cpu_has_bf16
+
+    if profile or cfg.runtime.precision != "float32" or not cpu_has_bf16():
+        return None
+    return ("hint: this CPU computes bfloat16 natively; -p cpu-bf16 (mixed_bfloat16) trains about twice as fast "
+            "as the float32 default (docs/benchmarks.md). Without a GPU, add it to this command.")
+
+
 def train(
     experiment: Optional[str] = ExperimentOpt,
     config_file: Optional[str] = ConfigOpt,
@@ -45,9 +56,9 @@ def train(
     """
     flags = flag_overrides(**{"data.train": data, "data.val": val_data, "train.eval_every": eval_every})
     cfg = resolve_config(experiment, config_file, profile, (set_ or []) + flags)
-    warning = init_warning(cfg, init_checkpoint)
-    if warning:
-        err_console.print(warning, highlight=False, markup=False)
+    for note in (init_warning(cfg, init_checkpoint), profile_hint(cfg, profile)):
+        if note:
+            err_console.print(note, highlight=False, markup=False)
     from centernet_core.training.loop import train as run_training
 
     result = run_training(cfg, model_dir, init_checkpoint=init_checkpoint, show_progress=not no_progress,

@@ -67,28 +67,37 @@ def _has_colour(pixels, cls):
     return np.abs(pixels.astype(int) - np.array(COLOURS[cls])).max(-1) < TOLERANCE
 
 
-def _check_targets_sit_on_their_objects(image, t, b):
-    """Every target row of image ``b`` on its object; every visible object has a row."""
+def _check_targets_sit_on_their_objects(image, t, b, tiles=((0, 0, SIZE),)):
+    """Every target row of image ``b`` on its object; every visible object has a row.
+
+    ``tiles``: (top, left, side) squares that each hold one source image (the whole input,
+    or a mosaic's four): a row belongs to the tile its centre is in, and its class's pixels
+    are looked for in that tile alone (two tiles may show the same class).
+    """
     stride, width = OUTPUT_STRIDE, t["heatmap"].shape[2]
-    found = set()
+    found = {tile: set() for tile in tiles}
     for k in np.flatnonzero(t["mask"][b] > 0):
         iy, ix = divmod(int(t["indices"][b, k]), width)
         peak = np.flatnonzero(t["heatmap"][b, iy, ix] == 1.0)
         assert len(peak) == 1, f"image {b} row {k}: no single class peaks at its centre"
         cls = int(peak[0])
-        found.add(cls)
         cy, cx = (np.array([iy, ix]) + t["offset"][b, k]) * stride
         h, w = t["size"][b, k] * stride
+        tile = next(tile for tile in tiles if tile[0] <= cy < tile[0] + tile[2] and tile[1] <= cx < tile[1] + tile[2])
+        found[tile].add(cls)
         if min(h, w) >= 3:  # a sliver left by the crop has no clean interior pixel
             assert _has_colour(image[int(cy), int(cx)], cls), \
                 f"image {b}: class {cls}'s centre ({cy:.1f}, {cx:.1f}) is on {image[int(cy), int(cx)]}"
-        ys, xs = np.nonzero(_has_colour(image, cls))
+        top, left, side = tile
+        ys, xs = np.nonzero(_has_colour(image[top:top + side, left:left + side], cls))
         assert len(ys), f"image {b}: class {cls} has a target but no pixels"
-        pixel_box = [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
+        pixel_box = [top + ys.min(), left + xs.min(), top + ys.max() + 1, left + xs.max() + 1]
         np.testing.assert_allclose([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], pixel_box, atol=2.5,
                                    err_msg=f"image {b}, class {cls}: encoded box vs its pixels")
-    for cls in set(range(len(COLOURS))) - found:
-        assert _has_colour(image, cls).sum() < 12, f"image {b}: class {cls} is visible but has no target"
+    for (top, left, side), classes in found.items():
+        for cls in set(range(len(COLOURS))) - classes:
+            visible = _has_colour(image[top:top + side, left:left + side], cls).sum()
+            assert visible < 12, f"image {b}: class {cls} is visible in tile {top, left} but has no target"
 
 
 @pytest.mark.parametrize("scales", ["0.6", "1.3", "0.6,1.3"])
@@ -106,3 +115,37 @@ def test_geometry_check_sees_mirrored_images(pattern):
     plain, _ = _batch(pattern, "data.crop_scales=1.3", "data.random_flip=false")
     mirrored = [b for b in range(len(images)) if not np.array_equal(images[b], plain[b])]
     assert 0 < len(mirrored) < len(images)
+
+
+def test_mosaic_targets_sit_on_their_objects_in_every_tile(pattern):
+    """data.mosaic=1: each input is four augmented images at half size in a 2x2 grid; every
+    target sits on its object in its tile (a tile offset, a scale or a flip applied to the
+    wrong record breaks it), and the batch uses all four tiles."""
+    images, t = _batch(pattern, "data.mosaic=1.0", "data.crop_scales=0.6,1.3")
+    half = SIZE // 2
+    tiles = [(0, 0, half), (0, half, half), (half, 0, half), (half, half, half)]
+    for b in range(len(images)):
+        _check_targets_sit_on_their_objects(images[b], t, b, tiles)
+    centres = t["indices"][t["mask"] > 0]
+    rows, cols = np.divmod(centres, t["heatmap"].shape[2])
+    assert {(bool(y >= half // OUTPUT_STRIDE), bool(x >= half // OUTPUT_STRIDE)) for y, x in zip(rows, cols)} == \
+        {(False, False), (False, True), (True, False), (True, True)}
+    assert t["mask"].sum() >= 4 * len(images)
+
+
+def test_mosaic_fraction_mixes_mosaics_and_single_images(pattern):
+    """data.mosaic=0.5: some inputs are mosaics, the others single images, each with its
+    targets on its objects."""
+    from centernet_core.data.pipeline import mosaic_group_probability
+
+    q = mosaic_group_probability(0.5)
+    assert q / (q + 4 * (1 - q)) == pytest.approx(0.5)
+    images, t = _batch(pattern, "data.mosaic=0.5", "data.crop_scales=1.0", batch=48)
+    # every picture is non-square, so a single image at crop scale 1 has padding, uint8 0 (the
+    # content box makes it the mean colour later); a mosaic's tile padding is the mean colour itself
+    is_single = [bool((im == 0).all(-1).any()) for im in images]
+    assert 0 < sum(is_single) < len(images)
+    half = SIZE // 2
+    for b, single in enumerate(is_single):
+        tiles = [(0, 0, SIZE)] if single else [(0, 0, half), (0, half, half), (half, 0, half), (half, half, half)]
+        _check_targets_sit_on_their_objects(images[b], t, b, tiles)

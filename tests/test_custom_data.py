@@ -46,7 +46,7 @@ def test_auto_classes_and_epochs_follow_the_data():
 @pytest.mark.parametrize("name", CUSTOM)
 def test_custom_presets_resolve_with_classes_from_the_data(name):
     cfg = config_lib.resolve(name, profile="cpu")
-    assert cfg.model.num_classes == "auto" and cfg.train.epochs > 0
+    assert cfg.model.num_classes == "auto" and cfg.train.epochs > 0 and cfg.data.mosaic > 0
     fitted = config_lib.fit_to_data(cfg, _meta(3, 300))
     assert fitted.model.num_classes == 3 and 0 < fitted.train.steps < 5000  # minutes to hours on a CPU, not years
     assert 0 <= fitted.train.warmup_steps < fitted.train.steps
@@ -94,3 +94,25 @@ def test_a_voc_folder_trains_with_a_custom_preset_and_no_class_count(tmp_path):
     assert saved.model.num_classes == 2  # resolved from the data and recorded in the run directory
     assert saved.train.steps == 2 * math.ceil(6 / 16) and "finished at step 2" in r.stdout
     assert [c["name"] for c in run_dir.read_categories(run)] == ["boat", "buoy"]
+
+
+def test_train_without_a_profile_on_a_bf16_cpu_names_the_faster_profile(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+    from centernet_cli.main import _register_commands, app
+    import centernet_core.inference.precision as precision
+    import centernet_core.training.loop as loop
+
+    monkeypatch.setattr(loop, "train", lambda cfg, model_dir, **kw: _Done())
+    _register_commands()
+    runner = CliRunner()
+    run = ["train", "-e", "resnet18-custom", "-m", str(tmp_path / "run")]
+    for has_bf16, extra, shown in ((True, [], True), (False, [], False), (True, ["-p", "cpu"], False),
+                                   (True, ["-p", "cpu-bf16"], False)):
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)
+        r = runner.invoke(app, run + extra)
+        assert r.exit_code == 0, r.output
+        assert ("-p cpu-bf16" in r.output) == shown, (has_bf16, extra, r.output)
+
+
+class _Done:
+    status, step, losses, eval = "finished", 1, {}, None

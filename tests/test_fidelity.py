@@ -19,15 +19,19 @@ def test_coco_presets_state_the_reference_choices():
         cfg = config_lib.resolve(name, None, None, [])
         assert (cfg.data.augmentation, cfg.data.crowd) == ("reference", "train"), name
         assert cfg.train.regression_normalizer == "objects" and cfg.eval.merge == "soft_nms"
+        assert cfg.data.mosaic == 0.0, f"{name}: mosaic is a custom-data lever, not the references' recipe"
     hourglass = config_lib.resolve("hourglass104-coco", None, None, [])
     assert hourglass.train.init == "extremenet" and hourglass.model.bn_unbiased_variance
     default = config_lib.resolve("shapes-tiny", None, None, [])
     assert (default.data.augmentation, default.data.crowd, default.eval.protocol) == ("inside", "ignore", "letterbox")
     assert not default.model.bn_unbiased_variance
-    for bad in ("data.augmentation=nope", "data.crowd=drop", "train.regression_normalizer=2n",
+    for bad in ("data.mosaic=1.5", "data.augmentation=nope", "data.crowd=drop", "train.regression_normalizer=2n",
                 "eval.protocol=keep_res", "eval.merge=wbf", "train.init=imagenet"):
         with pytest.raises(config_lib.ConfigError, match=bad.split("=")[0]):
             config_lib.resolve("shapes-tiny", None, None, [bad])
+    for unsupported in (["data.augmentation=reference"], ["model.task=keypoints"]):
+        with pytest.raises(config_lib.ConfigError, match="data.mosaic works with"):
+            config_lib.resolve("shapes-tiny", None, None, ["data.mosaic=0.5", *unsupported])
 
 
 def _outputs_and_targets():

@@ -50,6 +50,10 @@ class DataConfig:
     # inside the image along its long side, milder jitter, mean-colour padding (docs/design.md,
     # "Fidelity choices")
     augmentation: str = "inside"
+    # the fraction of training inputs that are 2x2 mosaics of four augmented images, each at
+    # half size (more objects, smaller and cut by tile edges, per step); custom-data presets
+    # only: 0 keeps the COCO recipes as the references train (docs/design.md, "Mosaic")
+    mosaic: float = 0.0
     crowd: str = "ignore"  # train: crowd boxes are ordinary objects (both references); ignore: left out
     shuffle_buffer: int = 1000
     deterministic: bool = False

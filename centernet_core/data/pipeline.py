@@ -26,7 +26,9 @@ K ``data.max_objects``. Contract (docs/design.md, "Pipeline output"):
   ``size``/``offset`` ``[B, K, 2]``, ``indices`` int32 ``[B, K]``, ``mask`` ``[B, K]``.
 
 Training: shuffled files and records, repeat, flip / colour jitter / random square crop
-per ``data.*``. With ``data.deterministic`` the shuffles and augmentations are seeded by
+per ``data.*``; with ``data.mosaic`` that fraction of the inputs are 2x2 mosaics of four
+augmented images (``_mosaic_group``; each input then carries four records, merged into
+one object list by ``_merge_tiles``). With ``data.deterministic`` the shuffles and augmentations are seeded by
 ``train.seed``, the input pipeline id and the step training starts (or resumes) at: the
 iterator is not checkpointed, so a resumed run draws a new, reproducible sequence instead
 of replaying the one its first part already saw. Eval: one pass in file order,
@@ -52,6 +54,7 @@ from centernet_core.config import ExperimentConfig
 from centernet_core.data import augment, augment_reference
 from centernet_core.data import keypoints as keypoints_lib
 from centernet_core.errors import DataError
+from centernet_core.pixels import MEAN_BGR
 from centernet_core.strides import OUTPUT_STRIDE
 from centernet_core.tasks import Task, build_task
 _OBJECT_FEATURES = {
@@ -116,6 +119,78 @@ def _train_image(rec, seed, cfg: ExperimentConfig):
             "flip": flip, "skipped": rec["skipped"]}
 
 
+# (scale, top, left) of each tile's S/2 square in the S-pixel mosaic, row by row
+_TILES = ((0.5, 0.0, 0.0), (0.5, 0.0, 0.5), (0.5, 0.5, 0.0), (0.5, 0.5, 0.5))
+MOSAIC_TILES = len(_TILES)
+
+
+def mosaic_group_probability(fraction: float) -> float:
+    """The chance a group of four images becomes one mosaic, so that ``fraction`` of the
+    inputs are mosaics: a group gives one mosaic (q) or four single images (1 - q), and
+    q / (q + 4 (1 - q)) = fraction."""
+    return MOSAIC_TILES * fraction / (1.0 + (MOSAIC_TILES - 1) * fraction)
+
+
+def _mosaic_group(tiles, seed, cfg: ExperimentConfig):
+    """Four ``_train_image`` outputs -> one 2x2 mosaic or the four as they are, stacked ``[n, ...]``.
+
+    Every element then carries R = 4 records (``serialized`` ``[R]``, ``original_hw`` ``[R, 2]``,
+    ``affine`` ``[R, 4]``, ``flip`` ``[R]``) and ``tile`` ``[R, 3]``: each record's boxes, mapped
+    to its own S-pixel input as without mosaic, go to ``box * scale + (top, left) * S``. A
+    single image is record 0 with tile (1, 0, 0) and three empty records (no objects). A
+    mosaic's tiles are the four images halved, their padding filled with the mean colour; its
+    colour transform is tile 0's and its content the whole input.
+    """
+    size, r = cfg.model.input_size, MOSAIC_TILES
+    half = size // 2
+    images = tiles["image"]  # uint8 [R, S, S, 3]
+    q = mosaic_group_probability(cfg.data.mosaic)
+
+    def mosaic():
+        positions = tf.range(size)[None]  # [1, S]
+        top, left, height, width = tf.unstack(tiles["content"], 4, axis=1)  # [R] each
+        rows = (positions >= top[:, None]) & (positions < (top + height)[:, None])  # [R, S]
+        cols = (positions >= left[:, None]) & (positions < (left + width)[:, None])
+        mean_rgb = tf.constant([round(255 * c) for c in reversed(MEAN_BGR)], tf.float32)
+        filled = tf.where(rows[:, :, None, None] & cols[:, None, :, None], tf.cast(images, tf.float32), mean_rgb)
+        small = tf.cast(tf.image.resize(filled, [half, half], antialias=True) + 0.5, tf.uint8)  # [R, S/2, S/2, 3]
+        grid = tf.concat([tf.concat([small[0], small[1]], 1), tf.concat([small[2], small[3]], 1)], 0)
+        placed = tf.constant(_TILES, tf.float32) * tf.constant([1.0, size, size])
+        return {"image": grid[None], "colour_transform": tiles["colour_transform"][:1],
+                "content": tf.constant([[0, 0, size, size]], tf.int32), "serialized": tiles["serialized"][None],
+                "original_hw": tiles["original_hw"][None], "affine": tiles["affine"][None],
+                "flip": tiles["flip"][None], "tile": placed[None], "skipped": tf.reduce_max(tiles["skipped"])[None]}
+
+    def singles():
+        def with_empty(x, fill):  # [R, ...] -> [R, R, ...]: each image's own record, then R - 1 empty ones
+            rest = tf.fill(tf.concat([[r, r - 1], tf.shape(x)[1:]], 0), tf.constant(fill, x.dtype))
+            return tf.concat([x[:, None], rest], 1)
+        own = tf.constant([[1.0, 0.0, 0.0]] + [[0.0, 0.0, 0.0]] * (r - 1))
+        return {"image": images, "colour_transform": tiles["colour_transform"], "content": tiles["content"],
+                "serialized": with_empty(tiles["serialized"], ""), "original_hw": with_empty(tiles["original_hw"], 1.0),
+                "affine": with_empty(tiles["affine"], 1.0), "flip": with_empty(tiles["flip"], False),
+                "tile": tf.tile(own[None], [r, 1, 1]), "skipped": tiles["skipped"]}
+
+    return tf.cond(tf.random.stateless_uniform([], seed) < q, mosaic, singles)
+
+
+def _merge_tiles(boxes, classes, crowd, area, count, dropped, tile, max_objects: int):
+    """Each record's K objects ``[B * R, K, ...]`` (in its own S-pixel input) -> each mosaic's
+    K largest ``[B, K, ...]`` in the mosaic's pixels; returns (boxes, classes, crowd, area,
+    count, dropped) as ``select_objects`` does."""
+    r = tile.shape[1]
+    scale, top, left = tf.unstack(tf.reshape(tile, [-1, 3]), 3, axis=1)  # [B * R] each
+    boxes = boxes * scale[:, None, None] + tf.stack([top, left, top, left], -1)[:, None, :]
+    real = tf.range(max_objects)[None] < count[:, None]  # [B * R, K]
+
+    def per_mosaic(x):  # [B * R, K, ...] -> [B, R * K, ...]
+        return tf.reshape(x, tf.concat([[-1, r * max_objects], tf.shape(x)[2:]], 0))
+
+    rec = {"classes": per_mosaic(classes), "is_crowd": per_mosaic(crowd), "area": per_mosaic(area)}
+    *out, count, more = select_objects(rec, per_mosaic(boxes), max_objects, False, per_mosaic(real))
+    return (*out, count, tf.reduce_sum(tf.reshape(dropped, [-1, r]), 1) + more)
+
+
 def _eval_image(rec, size: int):
     """One record -> letterboxed, normalised ``[S, S, 3]`` (augment.resample) and its map."""
     image = tf.io.decode_image(rec["encoded"], channels=3, expand_animations=False)  # uint8 [h, w, 3]
@@ -168,6 +243,9 @@ def select_objects(rec, boxes_yxyx_abs, max_objects: int, drop_crowd: bool, pres
 def _batch_targets(batch, cfg: ExperimentConfig, task: Task, training: bool):
     """A batch of decoded images -> ``(features, targets)``: objects parsed, chosen, encoded."""
     size, d = cfg.model.input_size, cfg.data
+    if "tile" in batch:  # mosaic layout: R records per input, flattened to B * R "images" until _merge_tiles
+        batch = dict(batch, **{k: tf.reshape(batch[k], tf.concat([[-1], tf.shape(batch[k])[2:]], 0))
+                               for k in ("serialized", "original_hw", "affine", "flip")})
     ex = tf.io.parse_example(batch["serialized"], _OBJECT_FEATURES)
     present = tf.sequence_mask(ex["image/object/class/label"].row_lengths())  # [B, N]
     dense = {k: ex[k].to_tensor() for k in _LISTS}  # [B, N] each (equal lengths: _check_record)
@@ -180,6 +258,9 @@ def _batch_targets(batch, cfg: ExperimentConfig, task: Task, training: bool):
     boxes, classes, crowd, area, count, dropped = select_objects(rec, boxes_abs, d.max_objects, drop_crowd, present)
     input_boxes = augment.transform_boxes(boxes, batch["affine"], size)  # [B, K, 4] input px
     input_boxes = tf.where(batch["flip"][:, None, None], augment.flip_boxes(input_boxes, size), input_boxes)
+    if "tile" in batch:
+        input_boxes, classes, crowd, area, count, dropped = _merge_tiles(
+            input_boxes, classes, crowd, area, count, dropped, batch["tile"], d.max_objects)
     real = tf.range(d.max_objects)[None] < count[:, None]  # [B, K]
     trained = real if d.crowd == "train" else real & tf.equal(crowd, 0)  # [B, K]
     objects = {"boxes_yxyx_abs": input_boxes, "classes": classes, "weights": trained}
@@ -261,6 +342,12 @@ def build_dataset(pattern: str, cfg: ExperimentConfig, training: bool, *, batch_
         seeds = tf.data.Dataset.random(seed=seed if cfg.data.deterministic else None).batch(2)  # [2] per element
         ds = tf.data.Dataset.zip(ds, seeds).map(lambda rec, s: _train_image(rec, s, cfg),
                                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        if cfg.data.mosaic > 0:
+            ds = ds.ignore_errors(log_warning=True).batch(MOSAIC_TILES, drop_remainder=True)
+            group_seeds = tf.data.Dataset.random(seed=seed ^ 1 if cfg.data.deterministic else None).batch(2)
+            ds = tf.data.Dataset.zip(ds, group_seeds).map(lambda tiles, s: _mosaic_group(tiles, s, cfg),
+                                                          num_parallel_calls=tf.data.AUTOTUNE,
+                                                          deterministic=deterministic).unbatch()
     else:
         ds = ds.map(lambda rec: _eval_image(rec, cfg.model.input_size), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=deterministic)
