@@ -181,7 +181,8 @@ def main() -> None:
     args = p.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     data = split(args.voc, args.work)
-    for preset in args.presets.split(","):
+    # a comma starts a new contestant only before a name (override values may hold commas)
+    for preset in re.split(r",(?=[A-Za-z][^,=:]*(?::|,|$))", args.presets):
         print(json.dumps(ours(preset, data, args.size, args.minutes, args.work)), flush=True)
     if not args.skip_yolo:
         print(json.dumps(yolo(data, args.size, args.minutes, args.work)), flush=True)

@@ -149,3 +149,22 @@ def test_mosaic_fraction_mixes_mosaics_and_single_images(pattern):
     for b, single in enumerate(is_single):
         tiles = [(0, 0, SIZE)] if single else [(0, 0, half), (0, half, half), (half, 0, half), (half, half, half)]
         _check_targets_sit_on_their_objects(images[b], t, b, tiles)
+
+
+def test_mosaic_is_deterministic_and_counts_the_objects_it_drops(pattern):
+    """With data.deterministic two builds give the same mosaics; with max_objects=2 each
+    mosaic keeps 2 objects and reports the rest of its four pictures' (2 or 3 each) as dropped."""
+    from centernet_core.data.pipeline import build_dataset
+
+    overrides = ["data.deterministic=true", "data.color_jitter=false", "data.shuffle_buffer=4",
+                 f"model.input_size={SIZE}", f"model.num_classes={len(COLOURS)}", "data.crop_scales=1.3"]
+    mixed = config_lib.resolve("shapes-tiny", overrides=overrides + ["data.mosaic=0.5"])
+    (f1, t1), (f2, t2) = (next(iter(build_dataset(pattern, mixed, True, batch_size=12))) for _ in range(2))
+    np.testing.assert_array_equal(f1["image"].numpy(), f2["image"].numpy())
+    np.testing.assert_array_equal(t1["heatmap"].numpy(), t2["heatmap"].numpy())
+    cfg = config_lib.resolve("shapes-tiny", overrides=overrides + ["data.mosaic=1.0", "data.max_objects=2"])
+    f1, t1 = next(iter(build_dataset(pattern, cfg, True, batch_size=12)))
+    dropped = f1["dropped_objects"].numpy()
+    assert (t1["mask"].numpy().sum(1) <= 2).all()
+    assert ((dropped >= 4 * 2 - 2) & (dropped <= 4 * 3 - 2)).all(), dropped
+    assert dropped.max() > 4 * 2 - 2, "no mosaic held a three-object picture's third object in its count"

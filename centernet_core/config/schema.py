@@ -52,7 +52,8 @@ class DataConfig:
     augmentation: str = "inside"
     # the fraction of training inputs that are 2x2 mosaics of four augmented images, each at
     # half size (more objects, smaller and cut by tile edges, per step); custom-data presets
-    # only: 0 keeps the COCO recipes as the references train (docs/design.md, "Mosaic")
+    # only: 0 keeps the COCO recipes as the references train (docs/design.md, "Fidelity choices").
+    # An epoch counts inputs, so with mosaic f an epoch decodes (1 + 3 f) x the image count
     mosaic: float = 0.0
     crowd: str = "ignore"  # train: crowd boxes are ordinary objects (both references); ignore: left out
     shuffle_buffer: int = 1000

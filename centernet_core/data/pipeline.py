@@ -283,6 +283,11 @@ def _batch_targets(batch, cfg: ExperimentConfig, task: Task, training: bool):
     return features, targets
 
 
+def _salted(seed: int, salt: str) -> int:
+    """A second 63-bit seed from ``seed``, shared with no pipeline's own (``pipeline_seed``)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{salt}".encode()).digest()[:8], "little") >> 1
+
+
 def pipeline_seed(seed: int, pipeline_id: int, start_step: int) -> int:
     """The tf.data seed of one input pipeline starting at ``start_step``.
 
@@ -344,7 +349,8 @@ def build_dataset(pattern: str, cfg: ExperimentConfig, training: bool, *, batch_
                                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
         if cfg.data.mosaic > 0:
             ds = ds.ignore_errors(log_warning=True).batch(MOSAIC_TILES, drop_remainder=True)
-            group_seeds = tf.data.Dataset.random(seed=seed ^ 1 if cfg.data.deterministic else None).batch(2)
+            group_seed = _salted(seed, "mosaic") if cfg.data.deterministic else None
+            group_seeds = tf.data.Dataset.random(seed=group_seed).batch(2)
             ds = tf.data.Dataset.zip(ds, group_seeds).map(lambda tiles, s: _mosaic_group(tiles, s, cfg),
                                                           num_parallel_calls=tf.data.AUTOTUNE,
                                                           deterministic=deterministic).unbatch()
