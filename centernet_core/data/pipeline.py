@@ -28,8 +28,8 @@ K ``data.max_objects``. Contract (docs/design.md, "Pipeline output"):
 Training: shuffled files and records, repeat, flip / colour jitter / random square crop
 per ``data.*``; with ``data.mosaic`` that fraction of the inputs are 2x2 mosaics of four
 augmented images (``_mosaic_group``; each input then carries four records, merged into
-one object list by ``_merge_tiles``). With ``data.deterministic`` the shuffles and augmentations are seeded by
-``train.seed``, the input pipeline id and the step training starts (or resumes) at: the
+one object list by ``_merge_tiles``). With ``data.deterministic`` the shuffles and
+augmentations are seeded by ``train.seed``, the input pipeline id and the step training starts (or resumes) at: the
 iterator is not checkpointed, so a resumed run draws a new, reproducible sequence instead
 of replaying the one its first part already saw. Eval: one pass in file order,
 aspect-keeping resize, no drop of the last batch. Records whose image fails to decode
