@@ -24,13 +24,14 @@ def init_warning(cfg, init_checkpoint: Optional[str]) -> Optional[str]:
 
 def profile_hint(cfg, profile: Optional[str]) -> Optional[str]:
     """A one-line hint when no profile was named, training would run float32, and this CPU
-    computes bfloat16 natively: the cpu-bf16 profile trains about twice as fast here."""
+    computes bfloat16 natively: the cpu-bf16 profile trains convolution-heavy models up to about
+    twice as fast there."""
     from centernet_core.inference.precision import cpu_has_bf16
 
     if profile or cfg.runtime.precision != "float32" or not cpu_has_bf16():
         return None
-    return ("hint: this CPU computes bfloat16 natively; -p cpu-bf16 (mixed_bfloat16) trains about twice as fast "
-            "as the float32 default (docs/benchmarks.md). Without a GPU, add it to this command.")
+    return ("hint: this CPU computes bfloat16 natively; -p cpu-bf16 (mixed_bfloat16) trains up to about twice as "
+            "fast as the float32 default (docs/benchmarks.md). Without a GPU, add it to this command.")
 
 
 def train(

@@ -254,11 +254,16 @@ def normalize_batch(images, transform, content):
     out = transform[:, 3][:, None, None, :]  # [B, 1, 1, 3] offset, then + x_c * row c of the matrix
     for c in range(3):
         out = out + pixels[..., c:c + 1] * transform[:, c][:, None, None, :]
-    positions = tf.range(tf.shape(images)[1])[None]  # [1, S]
+    return tf.where(content_mask(content, tf.shape(images)[1]), out, 0.0)
+
+
+def content_mask(content, size):
+    """bool ``[B, S, S, 1]``: True inside each image's content box ``[B, 4]`` (top, left, height, width)."""
+    positions = tf.range(size)[None]  # [1, S]
     top, left, height, width = tf.unstack(content, 4, axis=1)  # [B] each
     rows = (positions >= top[:, None]) & (positions < (top + height)[:, None])  # [B, S]
     cols = (positions >= left[:, None]) & (positions < (left + width)[:, None])
-    return tf.where(rows[:, :, None, None] & cols[:, None, :, None], out, 0.0)
+    return rows[:, :, None, None] & cols[:, None, :, None]
 
 
 def model_input(features: dict):

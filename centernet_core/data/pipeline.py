@@ -147,12 +147,8 @@ def _mosaic_group(tiles, seed, cfg: ExperimentConfig):
     q = mosaic_group_probability(cfg.data.mosaic)
 
     def mosaic():
-        positions = tf.range(size)[None]  # [1, S]
-        top, left, height, width = tf.unstack(tiles["content"], 4, axis=1)  # [R] each
-        rows = (positions >= top[:, None]) & (positions < (top + height)[:, None])  # [R, S]
-        cols = (positions >= left[:, None]) & (positions < (left + width)[:, None])
         mean_rgb = tf.constant([round(255 * c) for c in reversed(MEAN_BGR)], tf.float32)
-        filled = tf.where(rows[:, :, None, None] & cols[:, None, :, None], tf.cast(images, tf.float32), mean_rgb)
+        filled = tf.where(augment.content_mask(tiles["content"], size), tf.cast(images, tf.float32), mean_rgb)
         small = tf.cast(tf.image.resize(filled, [half, half], antialias=True) + 0.5, tf.uint8)  # [R, S/2, S/2, 3]
         grid = tf.concat([tf.concat([small[0], small[1]], 1), tf.concat([small[2], small[3]], 1)], 0)
         placed = tf.constant(_TILES, tf.float32) * tf.constant([1.0, size, size])
